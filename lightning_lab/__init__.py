@@ -1,0 +1,12 @@
+"""lightning_lab: a notebook-first deep-learning research environment on PyTorch.
+
+One engine trains in a notebook, a script, several processes or a cluster; one run directory
+records every run. ``from lightning_lab import LabModule, Trainer``.
+"""
+
+__version__ = "0.1.0"
+
+from lightning_lab.engine import Engine, LabDataModule, LabModule, Trainer, seed_everything  # noqa: E402
+from lightning_lab.errors import LabError  # noqa: E402
+
+__all__ = ["Engine", "LabDataModule", "LabError", "LabModule", "Trainer", "__version__", "seed_everything"]

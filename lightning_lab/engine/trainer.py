@@ -1,0 +1,724 @@
+"""Trainer: the fit / validate / test / predict loops, with every hook named where it fires."""
+
+from __future__ import annotations
+
+import math
+import sys
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_lab.callbacks.base import Callback
+from lightning_lab.engine.checkpoint import LoopState, build_checkpoint, load_checkpoint, load_weights
+from lightning_lab.engine.data import batch_size_of, iterate, loader_length, move_to_device, prepare_loader
+from lightning_lab.engine.engine import Engine, write_checkpoint
+from lightning_lab.engine.metrics import MetricCollector
+from lightning_lab.engine.module import LabDataModule, LabModule, is_overridden
+from lightning_lab.engine.optim import SchedulerConfig, parse_optimizers
+from lightning_lab.engine.recording import RunRecorder
+from lightning_lab.engine.seed import fresh_seed, restore_rng_state, seed_everything
+from lightning_lab.engine.stopping import StopRequests
+from lightning_lab.errors import ConfigurationError, LabError, NonFiniteError, UserCodeError
+
+_END = object()
+
+
+class Trainer:
+    """Trains a :class:`LabModule`; records the run in a run directory; saves exact checkpoints.
+
+    Args mirror Lightning's (see SPEC "Public Python API"). Highlights:
+        max_epochs / max_steps: stop after whichever comes first (neither: 1000 epochs).
+        val_check_interval: a fraction of an epoch (float) or a number of batches (int).
+        accumulate_grad_batches: micro-batches per optimizer step (no DDP sync in between).
+        seed: seeds python, numpy and torch now, and fixes the shuffling order.
+        root_dir / name: the run directory is ``<root_dir>/<name>/<run id>/``.
+        progress: ``"auto"`` (a bar on a terminal, periodic lines otherwise), ``"bar"``,
+            ``"lines"``, ``False``, or a Callback that draws progress itself.
+
+    Example::
+
+        trainer = Trainer(max_epochs=5, seed=0)
+        trainer.fit(model, train_loader, val_loader)
+        print(trainer.callback_metrics["val_loss"], trainer.run.path)
+    """
+
+    def __init__(
+        self,
+        max_epochs: int | None = None,
+        max_steps: int = -1,
+        accelerator: str = "auto",
+        devices: int | str | list[int] = "auto",
+        num_nodes: int = 1,
+        strategy: str = "auto",
+        precision: str | int = "32-true",
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: float | None = None,
+        val_check_interval: int | float = 1.0,
+        check_val_every_n_epoch: int = 1,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        fast_dev_run: bool | int = False,
+        deterministic: bool = False,
+        seed: int | None = None,
+        callbacks: Sequence[Callback] | Callback | None = None,
+        loggers: Sequence[Any] | Any | None = None,
+        root_dir: str | Path | None = None,
+        name: str | None = None,
+        enable_checkpointing: bool = True,
+        log_every_n_steps: int = 1,
+        detect_anomaly: bool = False,
+        progress: str | bool | Callback = "auto",
+    ) -> None:
+        _check_positive("accumulate_grad_batches", accumulate_grad_batches)
+        _check_positive("check_val_every_n_epoch", check_val_every_n_epoch)
+        _check_positive("log_every_n_steps", log_every_n_steps)
+        _check_interval(val_check_interval)
+        for option, value in (("limit_train_batches", limit_train_batches), ("limit_val_batches", limit_val_batches),
+                              ("limit_test_batches", limit_test_batches),
+                              ("limit_predict_batches", limit_predict_batches)):
+            _check_limit(option, value)
+        if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, int)
+                                       or max_epochs < 0):
+            raise ConfigurationError(f"max_epochs must be a non-negative integer or None, got {max_epochs!r}.")
+        if not isinstance(max_steps, int) or max_steps < -1:
+            raise ConfigurationError(f"max_steps must be -1 (no limit) or a non-negative integer, got {max_steps!r}.")
+        if gradient_clip_val is not None and not gradient_clip_val > 0:
+            raise ConfigurationError(f"gradient_clip_val must be positive or None, got {gradient_clip_val!r}.")
+        if fast_dev_run:
+            n = 1 if fast_dev_run is True else int(fast_dev_run)
+            max_epochs, max_steps = 1, n
+            limit_train_batches = limit_val_batches = limit_test_batches = limit_predict_batches = n
+            val_check_interval, enable_checkpointing = 1.0, False
+        if max_epochs is None and max_steps == -1:
+            max_epochs = 1000
+        self.seed = seed_everything(seed) if seed is not None else None
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        self.engine = Engine(accelerator, devices, num_nodes, strategy, precision)
+        self.max_epochs = max_epochs
+        self.max_steps = max_steps
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.gradient_clip_val = gradient_clip_val
+        self.val_check_interval = val_check_interval
+        self.check_val_every_n_epoch = check_val_every_n_epoch
+        self.limits = {"train": limit_train_batches, "validate": limit_val_batches,
+                       "test": limit_test_batches, "predict": limit_predict_batches}
+        self.log_every_n_steps = log_every_n_steps
+        self.detect_anomaly = detect_anomaly
+        self.name = name
+        self.root_dir = root_dir
+        self.callbacks: list[Callback] = _default_callbacks(callbacks, enable_checkpointing, progress,
+                                                            self.engine.is_global_zero)
+        self.loggers: list[Any] = [] if loggers is None else list(loggers) if isinstance(loggers, Sequence) else [loggers]
+        self.config: dict[str, Any] = {
+            "max_epochs": max_epochs, "max_steps": max_steps, "accelerator": self.engine.accelerator,
+            "devices": self.engine.devices, "num_nodes": num_nodes, "strategy": self.engine.strategy,
+            "precision": self.engine.precision.name, "accumulate_grad_batches": accumulate_grad_batches,
+            "gradient_clip_val": gradient_clip_val, "val_check_interval": val_check_interval,
+            "check_val_every_n_epoch": check_val_every_n_epoch, "limit_train_batches": limit_train_batches,
+            "limit_val_batches": limit_val_batches, "fast_dev_run": fast_dev_run, "deterministic": deterministic,
+            "seed": seed, "log_every_n_steps": log_every_n_steps, "enable_checkpointing": enable_checkpointing,
+        }
+        # State of the current (or last) run.
+        self.state = "idle"
+        self.should_stop = False
+        self.module: LabModule | None = None
+        self.datamodule: LabDataModule | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.lr_scheduler_configs: list[SchedulerConfig] = []
+        self.num_training_batches: int | float = 0
+        self._loop = LoopState()
+        self._metrics = MetricCollector(reduce_mean=self._reduce_step_mean)
+        self._stops = StopRequests()
+        self._recorder = RunRecorder(self)
+        self._shuffle_seed = self.seed if self.seed is not None else 0
+        self._train_loader: Any = None
+        self._val_loaders: list[Any] = []
+        self._forward: Any = None
+        self._ddp: nn.Module | None = None
+        self._micro = 0
+        self._hooks: dict[str, list[Any]] = {}
+
+    # ------------------------------------------------------------------ public state
+    @property
+    def current_epoch(self) -> int:
+        """The epoch being trained (0-based)."""
+        return self._loop.epoch
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps taken."""
+        return self._loop.global_step
+
+    @property
+    def callback_metrics(self) -> dict[str, float]:
+        """Latest value of every logged metric, as plain floats."""
+        return self._metrics.callback_metrics()
+
+    def progress_metrics(self) -> dict[str, float]:
+        """Latest values of the metrics logged with ``prog_bar=True``."""
+        latest = self._metrics.latest
+        return {k: float(v) for k, v in latest.items() if k in self._metrics.prog_bar
+                or k.removesuffix("_step").removesuffix("_epoch") in self._metrics.prog_bar}
+
+    @property
+    def is_global_zero(self) -> bool:
+        """Whether this process is rank 0 (the one that writes files)."""
+        return self.engine.is_global_zero
+
+    @property
+    def world_size(self) -> int:
+        """Number of processes training together."""
+        return self.engine.world_size
+
+    @property
+    def run(self) -> Any:
+        """The :class:`~lightning_lab.runs.Run` this trainer wrote (``None`` before any run)."""
+        return self._recorder.run
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The current run's directory (``None`` before any run)."""
+        return self._recorder.path
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """``<run dir>/checkpoints``."""
+        return self._recorder.path / "checkpoints" if self._recorder.path is not None else None
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Stop at the next step boundary, save ``last.ckpt`` and mark the run ``stopped``."""
+        self._stops.request(reason)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, model: LabModule, train_dataloaders: Any = None, val_dataloaders: Any = None,
+            datamodule: LabDataModule | None = None, ckpt_path: str | Path | None = None) -> None:
+        """Train ``model``; resume from ``ckpt_path`` (a path, or ``"last"``) when given.
+
+        Raises:
+            UserCodeError: a hook returned something unusable (the message names it and the fix).
+            NonFiniteError: the loss or a gradient became NaN/inf.
+            CheckpointError: ``ckpt_path`` cannot be resumed from.
+        """
+        self._attach(model, datamodule, "fit")
+        train_loader = self._loader_from("train_dataloaders", train_dataloaders, datamodule, "train_dataloader")
+        if train_loader is None:
+            raise ConfigurationError(
+                "trainer.fit got no training data: pass train_dataloaders=DataLoader(...) or a datamodule "
+                "whose train_dataloader() returns one."
+            )
+        val_loaders = _as_list(self._loader_from("val_dataloaders", val_dataloaders, datamodule, "val_dataloader"))
+        checkpoint, ckpt_file = self._read_checkpoint(ckpt_path, model)
+        with self._session("fit", checkpoint, ckpt_file):
+            self._setup_fit(train_loader, val_loaders, checkpoint)
+            self._call("on_fit_start")
+            self._call("on_train_start")
+            while not self._fit_done():
+                self._train_epoch()
+            self._call("on_train_end")
+            self._call("on_fit_end")
+
+    def _train_epoch(self) -> None:
+        loop = self._loop
+        first = loop.batches_done  # > 0 when resuming mid-epoch
+        if first == 0:
+            self._call("on_train_epoch_start")
+        elif self._validation_due(first) and loop.validated_at != first:
+            self._run_validation()  # the checkpoint was taken just before this validation
+        self.module.train()
+        total = self.num_training_batches
+        batches = iterate(self._train_loader, loop.epoch, skip_batches=first)
+        batch_idx = first
+        exhausted = True
+        while batch_idx < total:
+            batch = next(batches, _END)
+            if batch is _END:
+                break
+            batch = self._to_device(batch)
+            self._call("on_train_batch_start", batch, batch_idx)
+            outputs = self._training_step(batch, batch_idx)
+            self._call("on_train_batch_end", outputs, batch, batch_idx)
+            batch_idx += 1
+            loop.batches_done = batch_idx
+            self._record_step(batch_idx)
+            if self._validation_due(batch_idx):
+                self._run_validation()
+            if self._micro == 0 and self._stop_now():
+                exhausted = batch_idx >= total
+                break
+        if exhausted:
+            self._end_train_epoch()
+
+    def _end_train_epoch(self) -> None:
+        self._call_module("on_train_epoch_end")
+        self._record_epoch("train")
+        self._step_schedulers("epoch")
+        self._loop.epoch_end_done = True
+        self._call_callbacks("on_train_epoch_end")
+        self._loop = LoopState(self._loop.epoch + 1, self._loop.global_step)
+
+    def _training_step(self, batch: Any, batch_idx: int) -> Any:
+        self._micro += 1
+        boundary = self._micro == self.accumulate_grad_batches or batch_idx + 1 == self.num_training_batches
+        sync = nullcontext() if boundary or self._ddp is None else self._ddp.no_sync()
+        self._metrics.hook = "training_step"
+        with sync:
+            with self.engine.precision.forward_context():
+                outputs = self._forward(batch, batch_idx)
+            loss = self._loss_of(outputs, batch_idx)
+            if self.accumulate_grad_batches > 1:
+                loss = loss / self.accumulate_grad_batches
+            self.engine.precision.backward(loss)
+        if boundary:
+            self._optimizer_step(batch_idx)
+        return outputs
+
+    def _optimizer_step(self, batch_idx: int) -> None:
+        optimizer, precision = self.optimizer, self.engine.precision
+        if self.gradient_clip_val is not None:
+            precision.unscale(optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.gradient_clip_val)
+            if precision.name != "16-mixed" and not torch.isfinite(norm):
+                self._raise_non_finite("gradient norm", float(norm), batch_idx)
+        precision.optimizer_step(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        self._micro = 0
+        self._loop.global_step += 1
+        self._step_schedulers("step")
+
+    # ------------------------------------------------------------------ validate / test / predict
+    def validate(self, model: LabModule, dataloaders: Any = None, datamodule: LabDataModule | None = None,
+                 ckpt_path: str | Path | None = None) -> list[dict[str, float]]:
+        """Run ``validation_step`` over the data; returns ``[metrics]``."""
+        return self._evaluate("validate", model, dataloaders, datamodule, ckpt_path)
+
+    def test(self, model: LabModule, dataloaders: Any = None, datamodule: LabDataModule | None = None,
+             ckpt_path: str | Path | None = None) -> list[dict[str, float]]:
+        """Run ``test_step`` over the data; returns ``[metrics]``."""
+        return self._evaluate("test", model, dataloaders, datamodule, ckpt_path)
+
+    def predict(self, model: LabModule, dataloaders: Any = None, datamodule: LabDataModule | None = None,
+                ckpt_path: str | Path | None = None) -> list[Any]:
+        """Return ``predict_step``'s output for every batch (nothing is recorded)."""
+        self._attach(model, datamodule, "predict")
+        loaders = _as_list(self._loader_from("dataloaders", dataloaders, datamodule, "predict_dataloader"))
+        self._require_data(loaders, "predict", "predict_dataloader")
+        self._load_weights_for_eval(ckpt_path, model)
+        self.engine.launch()
+        model.to(self.engine.device)
+        outputs: list[Any] = []
+        for loader in self._prepare_eval(loaders):
+            for batch_idx, batch in self._eval_batches(loader, "predict"):
+                with self.engine.precision.forward_context():
+                    outputs.append(model.predict_step(batch, batch_idx))
+        self.state = "idle"
+        return outputs
+
+    def _evaluate(self, stage: str, model: LabModule, dataloaders: Any, datamodule: LabDataModule | None,
+                  ckpt_path: str | Path | None) -> list[dict[str, float]]:
+        hook = "validation_step" if stage == "validate" else "test_step"
+        if not is_overridden(model, hook, LabModule):
+            raise UserCodeError(f"trainer.{stage} needs {type(model).__name__}.{hook}(self, batch, batch_idx).")
+        self._attach(model, datamodule, stage)
+        method = "val_dataloader" if stage == "validate" else "test_dataloader"
+        loaders = _as_list(self._loader_from("dataloaders", dataloaders, datamodule, method))
+        self._require_data(loaders, stage, method)
+        self._load_weights_for_eval(ckpt_path, model)
+        with self._session(stage, None, None):
+            self._val_loaders = self._prepare_eval(loaders)
+            metrics = self._run_eval_loop(stage)
+        return [metrics]
+
+    def _run_validation(self) -> None:
+        self._call_callbacks("on_validation_start")
+        self._run_eval_loop("validate")
+        self._loop.validated_at = self._loop.batches_done
+        self._call_callbacks("on_validation_end")
+
+    def _run_eval_loop(self, stage: str) -> dict[str, float]:
+        module, metrics = self.module, self._metrics
+        prefix = "validation" if stage == "validate" else "test"
+        step = getattr(module, f"{prefix}_step")
+        several = len(self._val_loaders) > 1
+        was_training = module.training
+        module.eval()
+        metrics.stage = stage
+        self._call(f"on_{prefix}_epoch_start")
+        with torch.no_grad():
+            for loader_idx, loader in enumerate(self._val_loaders):
+                for batch_idx, batch in self._eval_batches(loader, stage):
+                    metrics.hook = f"{prefix}_step"
+                    metrics.batch_size = lambda b=batch: batch_size_of(b)
+                    with self.engine.precision.forward_context():
+                        step(batch, batch_idx, loader_idx) if several else step(batch, batch_idx)
+        self._call_module(f"on_{prefix}_epoch_end")
+        values = self._record_epoch(stage)
+        self._call_callbacks(f"on_{prefix}_epoch_end")
+        metrics.stage = "train"
+        module.train(was_training)
+        return values
+
+    def _eval_batches(self, loader: Any, stage: str) -> Iterator[tuple[int, Any]]:
+        limit = _limit(self.limits[stage], loader_length(loader))
+        for batch_idx, batch in enumerate(iterate(loader, 0)):
+            if batch_idx >= limit:
+                break
+            yield batch_idx, self._to_device(batch)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Write a full checkpoint of the current state to ``path`` (rank 0 only; atomic)."""
+        if self.module is None:
+            raise LabError("save_checkpoint needs a model: call it during or after trainer.fit.")
+        if self.is_global_zero:
+            self._recorder.flush()
+            write_checkpoint(path, build_checkpoint(self))
+
+    def _read_checkpoint(self, ckpt_path: str | Path | None, model: LabModule,
+                         ) -> tuple[dict[str, Any] | None, Path | None]:
+        if ckpt_path is None:
+            return None, None
+        path = self._recorder.find_checkpoint(ckpt_path, model)
+        return load_checkpoint(path), path
+
+    def _restore(self, checkpoint: dict[str, Any], path: Path) -> None:
+        load_weights(self.module, checkpoint, path)
+        if checkpoint.get("optimizer") is not None:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        for config, state in zip(self.lr_scheduler_configs, checkpoint.get("lr_schedulers", []), strict=False):
+            config.scheduler.load_state_dict(state)
+        self.engine.precision.load_state_dict(checkpoint.get("precision", {}))
+        self._loop = LoopState(**checkpoint["loop"])
+        self._metrics.load_state_dict(checkpoint.get("epoch_metrics", {}))
+        states = checkpoint.get("callbacks", {})
+        for callback in self.callbacks:
+            if callback.state_key in states:
+                callback.load_state_dict(states[callback.state_key])
+        self._shuffle_seed = checkpoint["shuffle_seed"]
+        if self.datamodule is not None and "datamodule" in checkpoint:
+            self.datamodule.load_state_dict(checkpoint["datamodule"])
+        self.module.on_load_checkpoint(checkpoint)
+
+    def _load_weights_for_eval(self, ckpt_path: str | Path | None, model: LabModule) -> None:
+        if ckpt_path is not None:
+            checkpoint, path = self._read_checkpoint(ckpt_path, model)
+            load_weights(model, checkpoint, path)
+
+    def _run_position(self) -> dict[str, Any]:
+        return self._recorder.position()
+
+    # ------------------------------------------------------------------ set-up
+    def _attach(self, model: LabModule, datamodule: LabDataModule | None, stage: str) -> None:
+        if not isinstance(model, LabModule):
+            raise UserCodeError(
+                f"trainer.{stage} expects a LabModule, got {type(model).__name__}. Subclass "
+                "lightning_lab.LabModule (it is a torch.nn.Module) and define training_step and "
+                "configure_optimizers."
+            )
+        if datamodule is not None and not isinstance(datamodule, LabDataModule):
+            raise UserCodeError(f"datamodule must be a LabDataModule, got {type(datamodule).__name__}.")
+        if datamodule is not None:
+            datamodule.setup(stage)
+        object.__setattr__(model, "_trainer", self)
+        self.module, self.datamodule, self.state = model, datamodule, stage
+        self._metrics.owner = type(model).__name__
+
+    def _loader_from(self, option: str, given: Any, datamodule: LabDataModule | None, method: str) -> Any:
+        if given is not None and datamodule is not None:
+            raise ConfigurationError(f"pass either {option} or datamodule, not both.")
+        if isinstance(given, LabDataModule):
+            raise ConfigurationError(f"{option} got a LabDataModule; pass it as datamodule=... instead.")
+        return getattr(datamodule, method)() if datamodule is not None else given
+
+    def _require_data(self, loaders: list[Any], stage: str, method: str) -> None:
+        if not loaders:
+            raise ConfigurationError(
+                f"trainer.{stage} got no data: pass dataloaders=DataLoader(...) or a datamodule whose "
+                f"{method}() returns one."
+            )
+
+    def _setup_fit(self, train_loader: Any, val_loaders: list[Any], checkpoint: dict[str, Any] | None) -> None:
+        engine, module = self.engine, self.module
+        if not is_overridden(module, "training_step", LabModule):
+            raise UserCodeError(
+                f"{type(module).__name__} does not define training_step(self, batch, batch_idx): add one "
+                "that returns the loss tensor."
+            )
+        module.to(engine.device)
+        self.optimizer, self.lr_scheduler_configs = parse_optimizers(module.configure_optimizers(),
+                                                                     type(module).__name__)
+        if checkpoint is not None:
+            self._restore(checkpoint, self._recorder.checkpoint_path)
+        else:
+            self._loop = LoopState()
+            if self.seed is None:
+                self._shuffle_seed = engine.broadcast(fresh_seed())
+        self._train_loader = prepare_loader(train_loader, seed=self._shuffle_seed, rank=engine.rank,
+                                            world_size=engine.world_size, train=True)
+        self.num_training_batches = _limit(self.limits["train"], loader_length(self._train_loader))
+        if self.num_training_batches == 0:
+            raise ConfigurationError("the training DataLoader yields no batches (empty dataset or limit_train_batches=0).")
+        self._val_loaders = self._prepare_eval(val_loaders) if is_overridden(module, "validation_step", LabModule) else []
+        self._check_val_interval()
+        if engine.distributed:
+            self._ddp = engine.wrap_ddp(_TrainingStep(module))
+            self._forward = self._ddp
+        else:
+            self._ddp, self._forward = None, module.training_step
+        self._micro = 0
+        self.should_stop = False
+        self._hooks = {}
+        if checkpoint is not None:
+            restore_rng_state(checkpoint["rng"])
+
+    def _prepare_eval(self, loaders: list[Any]) -> list[Any]:
+        engine = self.engine
+        return [prepare_loader(loader, seed=self._shuffle_seed, rank=engine.rank, world_size=engine.world_size,
+                               train=False) for loader in loaders]
+
+    def _check_val_interval(self) -> None:
+        interval, total = self.val_check_interval, self.num_training_batches
+        if isinstance(interval, int) and not isinstance(interval, bool) and math.isfinite(total) and interval > total:
+            raise ConfigurationError(
+                f"val_check_interval={interval} batches is more than the {total} training batches of an "
+                "epoch. Use a smaller number, or a fraction such as 0.5."
+            )
+        if isinstance(interval, float) and not math.isfinite(total) and interval != 1.0:
+            raise ConfigurationError(
+                "val_check_interval as a fraction needs a DataLoader with a length; pass a number of batches."
+            )
+
+    @contextmanager
+    def _session(self, stage: str, checkpoint: dict[str, Any] | None, ckpt_file: Path | None) -> Iterator[None]:
+        """Open the run directory, watch for stop requests, and record how the run ended."""
+        self.engine.launch()
+        self._recorder.open(stage, self.module, checkpoint, ckpt_file)
+        self._stops = StopRequests()
+        self._stops.stop_file = self._recorder.stop_file
+        if stage == "fit":
+            self._stops.install()
+        anomaly = torch.autograd.detect_anomaly() if self.detect_anomaly else nullcontext()
+        status, error = "completed", None
+        try:
+            with anomaly:
+                yield
+            if self._stops.reason is not None:
+                status = "stopped"
+        except KeyboardInterrupt:
+            status = "stopped"
+            raise
+        except BaseException as err:
+            status, error = "failed", _error_summary(err)
+            for callback in self.callbacks:
+                callback.on_exception(self, self.module, err)
+            raise
+        finally:
+            self._stops.uninstall()
+            self._recorder.close(status, self.callback_metrics, error)
+            self.state = "idle"
+            if status == "stopped" and stage == "fit" and self.is_global_zero:
+                print(self._resume_hint(), file=sys.stderr, flush=True)
+
+    def _resume_hint(self) -> str:
+        name = self._recorder.name
+        return (f"lightning_lab: run {name}/{self._recorder.run_id} stopped at epoch {self.current_epoch}, step "
+                f"{self.global_step}; last.ckpt saved. Resume with Trainer(name={name!r}, ...).fit(model, ..., "
+                "ckpt_path='last').")
+
+    # ------------------------------------------------------------------ per-step helpers
+    def _call(self, hook: str, *args: Any) -> None:
+        """The module's hook, then every callback's (callbacks see what the module just logged)."""
+        self._call_module(hook, *args)
+        self._call_callbacks(hook, *args)
+
+    def _call_module(self, hook: str, *args: Any) -> None:
+        self._metrics.hook = hook
+        getattr(self.module, hook)(*args)
+
+    def _call_callbacks(self, hook: str, *args: Any) -> None:
+        methods = self._hooks.get(hook)
+        if methods is None:  # bind once: the hot path loops only over callbacks that use the hook
+            methods = self._hooks[hook] = [getattr(cb, hook) for cb in self.callbacks
+                                           if is_overridden(cb, hook, Callback)]
+        for method in methods:
+            method(self, self.module, *args)
+
+    def _to_device(self, batch: Any) -> Any:
+        return batch if self.engine.device.type == "cpu" else move_to_device(batch, self.engine.device)
+
+    def _loss_of(self, outputs: Any, batch_idx: int) -> torch.Tensor:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        owner = f"{type(self.module).__name__}.training_step"
+        if not isinstance(loss, torch.Tensor):
+            hint = " Did you forget `return loss`?" if outputs is None else ""
+            what = "a dict without a 'loss' key" if isinstance(outputs, Mapping) else f"{type(outputs).__name__}"
+            raise UserCodeError(f"{owner} returned {what} for batch {batch_idx}; it must return the loss tensor "
+                                f"(or a dict with a 'loss' key).{hint}")
+        if loss.numel() != 1:
+            raise UserCodeError(f"{owner} returned a loss of shape {tuple(loss.shape)} for batch {batch_idx}; it "
+                                "must be a scalar. Reduce it, e.g. `loss.mean()`.")
+        if not loss.requires_grad:
+            raise UserCodeError(f"{owner} returned a loss that does not require grad (computed under "
+                                "torch.no_grad() or detached); gradients cannot flow to the model.")
+        if loss.device.type == "cpu":
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                self._raise_non_finite("loss", value, batch_idx)
+        return loss
+
+    def _raise_non_finite(self, what: str, value: float, batch_idx: int) -> None:
+        culprit = "none of the parameters or gradients is non-finite yet"
+        for name, param in self.module.named_parameters():
+            if not torch.isfinite(param).all():
+                culprit = f"first non-finite parameter: {name}"
+                break
+            if param.grad is not None and not torch.isfinite(param.grad).all():
+                culprit = f"first non-finite gradient: {name}"
+                break
+        raise NonFiniteError(
+            f"{type(self.module).__name__}.training_step: the {what} became {value} at global step "
+            f"{self.global_step} (epoch {self.current_epoch}, batch {batch_idx}); {culprit}. Try a lower learning "
+            "rate, gradient_clip_val, or check the inputs for NaN."
+        )
+
+    def _record_step(self, batches_done: int) -> None:
+        values = self._metrics.pop_step_values()
+        if values and batches_done % self.log_every_n_steps == 0:
+            self._recorder.log(values)
+
+    def _record_epoch(self, stage: str) -> dict[str, float]:
+        values = self._metrics.compute_epoch(stage, self.engine.sum_metric_totals if self.engine.distributed else None)
+        if values:
+            self._recorder.log(values)
+        return values
+
+    def log_metrics(self, values: Mapping[str, float]) -> None:
+        """Record ``values`` (a callback's own metrics) in the run and in ``callback_metrics``."""
+        self._metrics.latest.update(values)
+        self._recorder.log(dict(values))
+
+    def _reduce_step_mean(self, value: torch.Tensor) -> torch.Tensor:
+        return self.engine.all_reduce(value, op="mean")
+
+    def _validation_due(self, batches_done: int) -> bool:
+        if not self._val_loaders or (self.current_epoch + 1) % self.check_val_every_n_epoch != 0:
+            return False
+        interval, total = self.val_check_interval, self.num_training_batches
+        if isinstance(interval, float):
+            every = max(1, int(total * interval)) if math.isfinite(total) else total
+        else:
+            every = interval
+        return batches_done % every == 0 or (interval == 1.0 and batches_done == total)
+
+    def _step_schedulers(self, interval: str) -> None:
+        for config in self.lr_scheduler_configs:
+            if config.interval != interval:
+                continue
+            count = self.global_step if interval == "step" else self.current_epoch + 1
+            if count % config.frequency != 0:
+                continue
+            if config.needs_metric:
+                metrics = self._metrics.latest
+                if config.monitor not in metrics:
+                    raise UserCodeError(
+                        f"ReduceLROnPlateau monitors {config.monitor!r}, which was never logged. Logged metrics: "
+                        f"{sorted(metrics)}. Log it with self.log({config.monitor!r}, ...) or change monitor."
+                    )
+                config.scheduler.step(float(metrics[config.monitor]))
+            else:
+                config.scheduler.step()
+
+    def _stop_now(self) -> bool:
+        if self.max_steps >= 0 and self.global_step >= self.max_steps:
+            return True
+        return self.should_stop or self._stops.requested() is not None
+
+    def _fit_done(self) -> bool:
+        if self._stop_now():
+            return True
+        return self.max_epochs is not None and self.current_epoch >= self.max_epochs
+
+
+class _TrainingStep(nn.Module):
+    """Routes DDP's forward to ``training_step`` so gradient sync hooks see the real computation."""
+
+    def __init__(self, module: LabModule) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, batch: Any, batch_idx: int) -> Any:
+        return self.module.training_step(batch, batch_idx)
+
+
+def _default_callbacks(callbacks: Sequence[Callback] | Callback | None, checkpointing: bool,
+                       progress: str | bool | Callback, is_zero: bool) -> list[Callback]:
+    from lightning_lab.callbacks import ModelCheckpoint
+    from lightning_lab.engine.progress import TextProgress
+
+    result = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
+    for callback in result:
+        if not isinstance(callback, Callback):
+            raise ConfigurationError(f"callbacks must be Callback instances, got {type(callback).__name__}.")
+    if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in result):
+        result.append(ModelCheckpoint())
+    if isinstance(progress, Callback):
+        result.append(progress)
+    elif progress not in (False, None, "off"):
+        if progress not in ("auto", "bar", "lines", True):
+            raise ConfigurationError(f"progress={progress!r}; choose 'auto', 'bar', 'lines' or False.")
+        if progress in ("auto", True):
+            progress = "bar" if sys.stdout.isatty() else "lines"
+        if is_zero:
+            result.append(TextProgress(mode=progress))
+    return result
+
+
+def _as_list(loaders: Any) -> list[Any]:
+    if loaders is None:
+        return []
+    return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
+
+
+def _limit(limit: int | float | None, length: int | None) -> int | float:
+    total = math.inf if length is None else length
+    if limit is None:
+        return total
+    if isinstance(limit, float):
+        return total if not math.isfinite(total) else int(total * limit)
+    return min(limit, total)
+
+
+def _check_positive(option: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{option} must be a positive integer, got {value!r}.")
+
+
+def _check_interval(value: Any) -> None:
+    ok = (isinstance(value, float) and 0.0 < value <= 1.0) or (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+    if not ok:
+        raise ConfigurationError(
+            f"val_check_interval must be a fraction of an epoch in (0, 1] or a number of batches ≥ 1, got {value!r}."
+        )
+
+
+def _check_limit(option: str, value: Any) -> None:
+    if value is None:
+        return
+    ok = (isinstance(value, float) and 0.0 <= value <= 1.0) or (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+    if not ok:
+        raise ConfigurationError(f"{option} must be a fraction in [0, 1], a number of batches, or None; got {value!r}.")
+
+
+def _error_summary(err: BaseException) -> dict[str, Any]:
+    frames = traceback.format_exception(type(err), err, err.__traceback__)
+    return {"type": type(err).__name__, "message": str(err), "traceback": "".join(frames)[-4000:]}

@@ -1,0 +1,46 @@
+"""The ``lightning-lab`` command as a user runs it: real subprocesses, real output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from lightning_lab.runs import list_runs
+
+
+def cli(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lightning_lab", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env=env)
+
+
+def test_demo_trains_digits_and_says_where_the_run_is(tmp_path):
+    result = cli("demo", "--max-epochs", "3", "--root", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    (run,) = list_runs(tmp_path)
+    assert run.status == "completed" and run.name == "digits"
+    assert f"run:        {run.path}" in result.stdout
+    assert run.final["val_acc"] > 0.8
+    assert "val_acc:" in result.stdout
+    listing = cli("runs", "--root", str(tmp_path))
+    assert listing.returncode == 0
+    assert run.id in listing.stdout and "completed" in listing.stdout and "val_acc" in listing.stdout
+
+
+def test_runs_with_no_runs_and_help():
+    assert "no runs" in cli("runs", "--root", "/nonexistent-root-for-test").stdout
+    for command in ("demo", "runs", "export", "run", "batch"):
+        result = cli(command, "--help")
+        assert result.returncode == 0 and "usage: lightning-lab" in result.stdout
+
+
+def test_user_mistake_is_one_line_without_traceback(tmp_path):
+    result = cli("demo", "--max-epochs", "-3", "--root", str(tmp_path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert "max_epochs must be a non-negative integer" in result.stderr
+
+
+def test_commands_not_built_yet_say_so():
+    result = cli("export", "nb.ipynb")
+    assert result.returncode == 2 and "not available yet" in result.stderr

@@ -112,9 +112,13 @@ def load_weights(module: torch.nn.Module, checkpoint: dict[str, Any], path: str 
     try:
         result = module.load_state_dict(checkpoint["state_dict"], strict=False)
     except RuntimeError as err:  # shape mismatches
-        detail = str(err).strip().splitlines()[-1].strip()
+        lines = [line.strip() for line in str(err).strip().splitlines()[1:] if line.strip()]
+        detail = " ".join(lines[:3]) + (f" (and {len(lines) - 3} more)" if len(lines) > 3 else "")
+        saved = checkpoint.get("hparams") or {}
+        hint = f" The checkpoint was saved with hparams {saved}." if saved else ""
         raise CheckpointError(
-            f"{path} does not fit {type(module).__name__}: {detail} Was it saved from a different model?"
+            f"{path} does not fit {type(module).__name__}: {detail or str(err).strip()} Was it saved from a "
+            f"different model?{hint}"
         ) from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(

@@ -168,8 +168,12 @@ class Engine:
         """Give each DataLoader a seeded sampler that shards the data across processes.
 
         Iterate a returned loader per epoch with ``loader.iterate(epoch)`` (or plain ``iter``).
+        Without ``seed``, rank 0 draws one and every process uses it (the shards must come from
+        one shuffled order, or they overlap).
         """
-        seed = fresh_seed() if seed is None else seed
+        if seed is None:
+            self.launch()
+            seed = self.broadcast(fresh_seed())
         prepared = [
             prepare_loader(loader, seed=seed, rank=self.rank, world_size=self.world_size, train=True)
             for loader in loaders

@@ -48,8 +48,8 @@ def parse_optimizers(result: Any, owner: str) -> tuple[torch.optim.Optimizer, li
         optimizers = [result.get("optimizer")]
         if result.get("lr_scheduler") is not None:
             schedulers = [result["lr_scheduler"]]
-    elif (isinstance(result, Sequence) and len(result) == 2 and isinstance(result[0], Sequence)
-          and isinstance(result[1], Sequence)):
+    elif (isinstance(result, Sequence) and not isinstance(result, str) and len(result) == 2
+          and isinstance(result[0], Sequence) and isinstance(result[1], Sequence)):
         optimizers, schedulers = list(result[0]), list(result[1])
     elif isinstance(result, Sequence) and not isinstance(result, str):
         optimizers = list(result)

@@ -217,6 +217,8 @@ class Trainer:
             )
         val_loaders = _as_list(self._loader_from("val_dataloaders", val_dataloaders, datamodule, "val_dataloader"))
         checkpoint, ckpt_file = self._read_checkpoint(ckpt_path, model)
+        if checkpoint is not None:  # a model mismatch fails before the checkpoint's run is reopened
+            load_weights(model, checkpoint, ckpt_file)
         with self._session("fit", checkpoint, ckpt_file):
             self._setup_fit(train_loader, val_loaders, checkpoint)
             self._call("on_fit_start")
@@ -243,6 +245,8 @@ class Trainer:
             if batch is _END:
                 break
             batch = self._to_device(batch)
+            # on_epoch means weight by this training batch's size (not whatever validation set last).
+            self._metrics.batch_size = lambda b=batch: batch_size_of(b)
             self._call("on_train_batch_start", batch, batch_idx)
             outputs = self._training_step(batch, batch_idx)
             self._call("on_train_batch_end", outputs, batch, batch_idx)

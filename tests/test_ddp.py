@@ -257,3 +257,8 @@ def test_ddp_resume_mid_epoch_continues_the_run(runs):
     assert steps == list(range(1, 17)), f"each step recorded once, in order: {steps}"
     assert math.isclose(ddp[0]["callback_metrics"]["train_loss_epoch"],
                         uninterrupted["callback_metrics"]["train_loss_epoch"], rel_tol=1e-5)
+    # Epoch-only totals open at the checkpoint come back on the rank that accumulated them:
+    # each epoch still counts every sample once (rank 0's share twice would give another value).
+    epoch_records = [r["train_sq_index"] for r in records if "train_sq_index" in r]
+    expected_sq = sum(i * i for i in range(TRAIN_SIZE)) / TRAIN_SIZE
+    assert epoch_records == pytest.approx([expected_sq, expected_sq], rel=1e-12)

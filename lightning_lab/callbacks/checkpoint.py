@@ -90,8 +90,10 @@ class ModelCheckpoint(Callback):
     def _folder(self, trainer: Trainer) -> Path:
         return self.dirpath if self.dirpath is not None else trainer.checkpoint_dir
 
+    # Every process takes the same decisions and calls save_checkpoint (it gathers each rank's
+    # open epoch totals); only rank 0 touches files.
     def _save_last(self, trainer: Trainer) -> None:
-        if not self.save_last or not trainer.is_global_zero:
+        if not self.save_last:
             return
         path = self._folder(trainer) / "last.ckpt"
         self.last_model_path = str(path)
@@ -99,20 +101,24 @@ class ModelCheckpoint(Callback):
         trainer.save_checkpoint(path)
 
     def _save_best(self, trainer: Trainer) -> None:
-        if self.save_top_k == 0 or not trainer.is_global_zero:
+        if self.save_top_k == 0:
             return
         score = read_monitored(trainer, self.monitor, f"ModelCheckpoint(monitor={self.monitor!r})")
+        score = trainer.engine.broadcast(score)  # an unsynced metric differs per rank: rank 0 decides
         if math.isnan(score):
             return
+        worst = None
         if self.save_top_k != -1 and len(self.best_k) >= self.save_top_k:
             worst = max(self.best_k, key=self.best_k.get) if self.mode == "min" else min(self.best_k, key=self.best_k.get)
             if not self._better(score, self.best_k[worst]):
                 return
-            del self.best_k[worst]
-            Path(worst).unlink(missing_ok=True)
         safe = self.monitor.replace("/", "-")
         path = self._folder(trainer) / f"best-epoch={trainer.current_epoch}-step={trainer.global_step}-{safe}={score:.4g}.ckpt"
         trainer.save_checkpoint(path)
+        if worst is not None:  # removed only once its replacement is safely on disk
+            del self.best_k[worst]
+            if trainer.is_global_zero:
+                Path(worst).unlink(missing_ok=True)
         self.best_k[str(path)] = score
         pick = min if self.mode == "min" else max
         self.best_model_path = pick(self.best_k, key=self.best_k.get)

@@ -61,6 +61,7 @@ class EarlyStopping(Callback):
 
     def _check(self, trainer: Trainer) -> None:
         value = read_monitored(trainer, self.monitor, f"EarlyStopping(monitor={self.monitor!r})")
+        value = trainer.engine.broadcast(value)  # every process must stop at the same step
         if not math.isfinite(value):
             if self.check_finite:
                 self._stop(trainer, f"{self.monitor} = {value} is not finite")

@@ -59,9 +59,10 @@ def plain(value: Any) -> Any:
     return repr(value)
 
 
-def build_checkpoint(trainer: Trainer) -> dict[str, Any]:
+def build_checkpoint(trainer: Trainer, epoch_totals: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything needed to continue exactly: weights, optimizer, schedulers, scaler, loop
-    position, open epoch metrics, callback states, RNG states, shuffling seed, run position."""
+    position, open epoch metrics (``epoch_totals``, one entry per rank), callback states, RNG
+    states, shuffling seed, run position."""
     module = trainer.module
     checkpoint: dict[str, Any] = {
         "format": FORMAT,
@@ -72,7 +73,7 @@ def build_checkpoint(trainer: Trainer) -> dict[str, Any]:
         "lr_schedulers": [c.scheduler.state_dict() for c in trainer.lr_scheduler_configs],
         "precision": trainer.engine.precision.state_dict(),
         "loop": trainer._loop.to_checkpoint(),
-        "epoch_metrics": trainer._metrics.state_dict(),
+        "epoch_metrics": epoch_totals,
         "callbacks": {cb.state_key: cb.state_dict() for cb in trainer.callbacks},
         "rng": capture_rng_state(),
         "shuffle_seed": trainer._shuffle_seed,

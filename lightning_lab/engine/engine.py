@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -345,13 +346,15 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for torn/foreign files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+        text = str(err)
+        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if unsafe:
             raise CheckpointError(
-                f"checkpoint {path} holds Python objects that a safe load refuses ({first[:200]}). "
-                "lightning_lab only loads checkpoints of tensors and plain data."
+                f"checkpoint {path} holds a Python object ({unsafe.group(1)}) that a safe load refuses: "
+                "lightning_lab only loads checkpoints of tensors and plain data, so a checkpoint can never run code."
             ) from None
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be read ({first[:200]}).") from None
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", text.strip().splitlines()[0]) if text.strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be read ({detail[:160]}).") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, not a dict of states.")
     return data

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from lightning_lab.engine.data import batch_size_of
 from lightning_lab.errors import UserCodeError
 
 Scalar = float | torch.Tensor
@@ -43,7 +44,7 @@ class MetricCollector:
         self.hook = "training_step"
         self.stage = "train"
         self.owner = "LabModule"
-        self.batch_size: Callable[[], int] = lambda: 1
+        self.batch: Any = None  # the batch being processed; its size weighs epoch means
         self.reduce_mean = reduce_mean
         self.step_values: dict[str, Scalar] = {}
         self.means: dict[str, dict[str, _Mean]] = {"train": {}, "validate": {}, "test": {}, "predict": {}}
@@ -66,7 +67,8 @@ class MetricCollector:
         value = self._scalar(name, value)
         if on_step:
             key = f"{name}_step" if on_epoch else name
-            if sync_dist and self.reduce_mean is not None:
+            # Evaluation ranks may see different batch counts: reducing per step there could hang.
+            if sync_dist and self.reduce_mean is not None and self.stage == "train":
                 value = float(self.reduce_mean(torch.as_tensor(value, dtype=torch.float64)))
             self.step_values[key] = value
             self.latest[key] = value
@@ -76,7 +78,7 @@ class MetricCollector:
             mean = means.get(key)
             if mean is None:
                 mean = means[key] = _Mean()
-            mean.add(value, float(batch_size) if batch_size is not None else self.batch_size())
+            mean.add(value, float(batch_size) if batch_size is not None else batch_size_of(self.batch))
         if prog_bar:
             self.prog_bar.add(name)
 
@@ -87,8 +89,9 @@ class MetricCollector:
                     f"self.log({name!r}, ...) in {self.owner}.{self.hook} got a tensor of shape "
                     f"{tuple(value.shape)}; log a scalar, e.g. `value.mean()`."
                 )
-            value = value.detach()
-            return float(value) if value.device.type == "cpu" else value.reshape(())
+            if value.device.type == "cpu":
+                return value.item()
+            return value.detach().reshape(())
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if hasattr(value, "item") and getattr(value, "size", 2) == 1:  # numpy scalar
                 return float(value.item())

@@ -108,9 +108,9 @@ class LabModule(nn.Module):
         Defaults follow Lightning: inside ``training_step`` a value is recorded per step; inside
         validation/test steps and epoch hooks it is averaged over the epoch, weighted by batch
         size. With both ``on_step`` and ``on_epoch`` the names become ``<name>_step`` and
-        ``<name>_epoch``. ``sync_dist`` averages step values over all processes (epoch values are
-        always reduced over all processes). Outside a Trainer this is a no-op, so a step can be
-        called by hand while debugging.
+        ``<name>_epoch``. ``sync_dist`` averages training step values over all processes; epoch
+        values are always reduced over all processes (weighted sums, so uneven shards are exact).
+        Outside a Trainer this is a no-op, so a step can be called by hand while debugging.
 
         Raises:
             UserCodeError: the value is not a scalar (a tensor with more than one element, a string...).

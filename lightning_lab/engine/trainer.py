@@ -15,7 +15,7 @@ from torch import nn
 
 from lightning_lab.callbacks.base import Callback
 from lightning_lab.engine.checkpoint import LoopState, build_checkpoint, load_checkpoint, load_weights
-from lightning_lab.engine.data import batch_size_of, iterate, loader_length, move_to_device, prepare_loader
+from lightning_lab.engine.data import iterate, loader_length, move_to_device, prepare_loader
 from lightning_lab.engine.engine import Engine, write_checkpoint
 from lightning_lab.engine.metrics import MetricCollector
 from lightning_lab.engine.module import LabDataModule, LabModule, is_overridden
@@ -245,8 +245,7 @@ class Trainer:
             if batch is _END:
                 break
             batch = self._to_device(batch)
-            # on_epoch means weight by this training batch's size (not whatever validation set last).
-            self._metrics.batch_size = lambda b=batch: batch_size_of(b)
+            self._metrics.batch = batch  # on_epoch means weigh by this batch's size
             self._call("on_train_batch_start", batch, batch_idx)
             outputs = self._training_step(batch, batch_idx)
             self._call("on_train_batch_end", outputs, batch, batch_idx)
@@ -360,7 +359,7 @@ class Trainer:
             for loader_idx, loader in enumerate(self._val_loaders):
                 for batch_idx, batch in self._eval_batches(loader, stage):
                     metrics.hook = f"{prefix}_step"
-                    metrics.batch_size = lambda b=batch: batch_size_of(b)
+                    metrics.batch = batch
                     with self.engine.precision.forward_context():
                         step(batch, batch_idx, loader_idx) if several else step(batch, batch_idx)
         self._call_module(f"on_{prefix}_epoch_end")
@@ -379,12 +378,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | Path) -> None:
-        """Write a full checkpoint of the current state to ``path`` (rank 0 only; atomic)."""
+        """Write a full checkpoint of the current state to ``path`` (atomically, from rank 0).
+
+        With several processes every one must call it: each contributes its open epoch totals.
+        """
         if self.module is None:
             raise LabError("save_checkpoint needs a model: call it during or after trainer.fit.")
+        epoch_totals = self.engine.all_gather_object(self._metrics.state_dict())
         if self.is_global_zero:
             self._recorder.flush()
-            write_checkpoint(path, build_checkpoint(self))
+            write_checkpoint(path, build_checkpoint(self, epoch_totals))
 
     def _read_checkpoint(self, ckpt_path: str | Path | None, model: LabModule,
                          ) -> tuple[dict[str, Any] | None, Path | None]:
@@ -401,7 +404,7 @@ class Trainer:
             config.scheduler.load_state_dict(state)
         self.engine.precision.load_state_dict(checkpoint.get("precision", {}))
         self._loop = LoopState(**checkpoint["loop"])
-        self._metrics.load_state_dict(checkpoint.get("epoch_metrics", {}))
+        self._metrics.load_state_dict(_epoch_totals_for(checkpoint["epoch_metrics"], self.engine))
         states = checkpoint.get("callbacks", {})
         for callback in self.callbacks:
             if callback.state_key in states:
@@ -573,7 +576,7 @@ class Trainer:
             raise UserCodeError(f"{owner} returned a loss that does not require grad (computed under "
                                 "torch.no_grad() or detached); gradients cannot flow to the model.")
         if loss.device.type == "cpu":
-            value = float(loss.detach())
+            value = loss.item()
             if not math.isfinite(value):
                 self._raise_non_finite("loss", value, batch_idx)
         return loss
@@ -721,6 +724,20 @@ def _check_limit(option: str, value: Any) -> None:
         isinstance(value, int) and not isinstance(value, bool) and value >= 0)
     if not ok:
         raise ConfigurationError(f"{option} must be a fraction in [0, 1], a number of batches, or None; got {value!r}.")
+
+
+def _epoch_totals_for(saved: list[dict[str, Any]], engine: Engine) -> dict[str, Any]:
+    """This rank's open epoch totals; after a change of world size rank 0 takes them all."""
+    if len(saved) == engine.world_size:
+        return saved[engine.rank]
+    if not engine.is_global_zero:
+        return {}
+    merged: dict[str, list[float]] = {}
+    for totals in saved:
+        for name, (total, weight) in totals.items():
+            previous = merged.get(name, [0.0, 0.0])
+            merged[name] = [previous[0] + total, previous[1] + weight]
+    return merged
 
 
 def _error_summary(err: BaseException) -> dict[str, Any]:

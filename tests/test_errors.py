@@ -714,3 +714,12 @@ def test_tensorboard_logger_without_tensorboard():
         r"'lightning-lab\[tensorboard\]'`",
     ):
         TensorBoardLogger()
+
+
+def test_resume_with_a_different_optimizer_says_so(tmp_path, last_ckpt):
+    class AdamNet(Net):
+        def configure_optimizers(self):
+            return torch.optim.Adam([{"params": [self.body.weight]}, {"params": [self.body.bias, *self.head.parameters()]}], lr=1e-3)
+
+    with pytest.raises(CheckpointError, match=r"saved optimizer state does not fit the Adam.*AdamNet\.configure_optimizers"):
+        fit(tmp_path, AdamNet(), ckpt_path=last_ckpt)

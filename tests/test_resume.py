@@ -206,12 +206,6 @@ def test_resume_with_gradient_accumulation_and_rng_in_the_data(tmp_path, k):
     assert_exact_resume(full, resumed, interrupted)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (lightning_lab/engine/data.py): random augmentation drawn in "
-    "DataLoader worker processes is not reproduced after a mid-epoch resume: the workers start "
-    "fresh RNG streams at the resume point, so the skipped batches' draws are missing",
-)
 def test_resume_with_random_augmentation_in_worker_processes(tmp_path):
     full = fit(tmp_path, "a", noisy=True, workers=2)
     interrupted, _ = fit(tmp_path, "b", max_steps=5, noisy=True, workers=2)

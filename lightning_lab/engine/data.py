@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import random
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, Sampler
 
@@ -23,8 +25,9 @@ class ResumableSampler(Sampler[int]):
     """
 
     def __init__(self, size: int, *, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
-                 pad: bool = True) -> None:
+                 pad: bool = True, sample_seeds: bool = False) -> None:
         self.size = size
+        self.sample_seeds = sample_seeds
         self.shuffle = shuffle
         self.seed = seed
         self.rank = rank
@@ -57,7 +60,32 @@ class ResumableSampler(Sampler[int]):
             order += (order * math.ceil(total / max(self.size, 1)))[: total - self.size]
         mine = order[self.rank :: self.world_size]
         skip, self._skip = self._skip, 0
-        return iter(mine[skip:])
+        if not self.sample_seeds:
+            return iter(mine[skip:])
+        # Each sample's seed depends on (seed, epoch, its place in the epoch) only: which worker
+        # loads it, or where a resumed epoch starts, changes nothing.
+        world, rank, base = self.world_size, self.rank, (self.seed, self.epoch)
+        return iter([(index, hash((*base, rank + world * k)) & 0xFFFFFFFF)
+                     for k, index in enumerate(mine[skip:], start=skip)])
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """Wraps a map-style dataset loaded by worker processes: before loading a sample it seeds
+    the worker's python, numpy and torch generators with the sample's seed (from
+    :class:`ResumableSampler`), so random augmentation is reproducible and exact on resume."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.default_generator.manual_seed(seed)  # torch.manual_seed would also touch CUDA: 100× slower
+        return self.dataset[index]
 
 
 class PreparedLoader:
@@ -99,15 +127,17 @@ def prepare_loader(loader: Any, *, seed: int, rank: int, world_size: int, train:
             )
         return loader
     shuffle = isinstance(loader.sampler, RandomSampler)
+    workers = loader.num_workers > 0
     sampler = ResumableSampler(
-        len(loader.dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, pad=train
+        len(loader.dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, pad=train,
+        sample_seeds=workers,
     )
     generator = torch.Generator()
     extra: dict[str, Any] = {}
     if loader.num_workers > 0:
         extra = {"prefetch_factor": loader.prefetch_factor, "persistent_workers": loader.persistent_workers}
     rebuilt = DataLoader(
-        loader.dataset,
+        SeededSamples(loader.dataset) if workers else loader.dataset,
         batch_size=loader.batch_size,
         sampler=sampler,
         num_workers=loader.num_workers,

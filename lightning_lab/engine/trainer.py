@@ -23,7 +23,7 @@ from lightning_lab.engine.optim import SchedulerConfig, parse_optimizers
 from lightning_lab.engine.recording import RunRecorder
 from lightning_lab.engine.seed import fresh_seed, restore_rng_state, seed_everything
 from lightning_lab.engine.stopping import StopRequests
-from lightning_lab.errors import ConfigurationError, LabError, NonFiniteError, UserCodeError
+from lightning_lab.errors import CheckpointError, ConfigurationError, LabError, NonFiniteError, UserCodeError
 
 _END = object()
 
@@ -399,7 +399,14 @@ class Trainer:
     def _restore(self, checkpoint: dict[str, Any], path: Path) -> None:
         load_weights(self.module, checkpoint, path)
         if checkpoint.get("optimizer") is not None:
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            try:
+                self.optimizer.load_state_dict(checkpoint["optimizer"])
+            except (ValueError, KeyError, RuntimeError) as err:
+                raise CheckpointError(
+                    f"{path}: the saved optimizer state does not fit the {type(self.optimizer).__name__} that "
+                    f"{type(self.module).__name__}.configure_optimizers returns now ({err}). Resume with the "
+                    "optimizer and parameter groups the checkpoint was trained with."
+                ) from None
         for config, state in zip(self.lr_scheduler_configs, checkpoint.get("lr_schedulers", []), strict=False):
             config.scheduler.load_state_dict(state)
         self.engine.precision.load_state_dict(checkpoint.get("precision", {}))

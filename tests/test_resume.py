@@ -380,3 +380,32 @@ def test_stop_file_stops_the_run_within_a_second(tmp_path):
     assert again.global_step == trainer.global_step + 5
     assert load_run(again.run_dir).status == "completed"
     assert not (again.run_dir / "STOP").exists()
+
+
+class SnapshotLast(Callback):
+    """Copies last.ckpt out of the run right after ModelCheckpoint wrote it at ``step``."""
+
+    def __init__(self, step: int, target: Path) -> None:
+        self.step = step
+        self.target = target
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and not self.target.exists():
+            shutil.copy(trainer.checkpoint_dir / "last.ckpt", self.target)
+
+
+@pytest.mark.parametrize("step", [3, 4, 8])  # mid-epoch, just before a validation point, an epoch's last batch
+def test_resume_from_a_checkpoint_written_during_the_batch_end_hooks(tmp_path, step):
+    """every_n_train_steps saves inside on_train_batch_end: that batch counts as done, its records
+    are in the run, and a validation due after it is still run on resume."""
+    from lightning_lab.callbacks import ModelCheckpoint
+
+    full = fit(tmp_path, "a")
+    snapshot = tmp_path / "snapshot.ckpt"
+    fit(tmp_path, "b", callbacks=[ModelCheckpoint(every_n_train_steps=step), SnapshotLast(step, snapshot)])
+    assert torch.load(snapshot, weights_only=True)["loop"]["global_step"] == step
+    trainer, model = fit(tmp_path, "c", ckpt_path=snapshot)
+    assert_same_weights(full[1], model)
+    reference = records(full[0].run_dir)
+    batch_record = next(i for i, r in enumerate(reference) if r["step"] == step and "train_loss" in r)
+    assert records(trainer.run_dir) == reference[batch_record + 1 :]  # pending validation, epoch end, the rest

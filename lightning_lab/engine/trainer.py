@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import traceback
@@ -238,24 +239,23 @@ class Trainer:
         self.module.train()
         total = self.num_training_batches
         batches = iterate(self._train_loader, loop.epoch, skip_batches=first)
-        batch_idx = first
         exhausted = True
-        while batch_idx < total:
-            batch = next(batches, _END)
+        for batch_idx in itertools.count(first):
+            batch = next(batches, _END) if batch_idx < total else _END
             if batch is _END:
                 break
             batch = self._to_device(batch)
             self._metrics.batch = batch  # on_epoch means weigh by this batch's size
             self._call("on_train_batch_start", batch, batch_idx)
             outputs = self._training_step(batch, batch_idx)
-            self._call("on_train_batch_end", outputs, batch, batch_idx)
-            batch_idx += 1
-            loop.batches_done = batch_idx
-            self._record_step(batch_idx)
-            if self._validation_due(batch_idx):
+            loop.batches_done = batch_idx + 1
+            self._call_module("on_train_batch_end", outputs, batch, batch_idx)
+            self._record_step(loop.batches_done)  # complete before callbacks (checkpoints) see the batch
+            self._call_callbacks("on_train_batch_end", outputs, batch, batch_idx)
+            if self._validation_due(loop.batches_done):
                 self._run_validation()
             if self._micro == 0 and self._stop_now():
-                exhausted = batch_idx >= total
+                exhausted = loop.batches_done >= total
                 break
         if exhausted:
             self._end_train_epoch()

@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
-# Both create the virtual environment in .venv on first use (torch pinned to its CPU build).
+# Both create the virtual environment in .venv on first use. torch is pinned to 2.13.0 (a CPU build
+# here): an unpinned torch would resolve to a multi-GB CUDA build.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,13 +11,15 @@ STAMP  := $(VENV)/.lightning-lab-installed
 
 install: $(STAMP)
 
+# pip's output goes to .venv/install.log (shown only if the install fails).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# Pinned first: an unpinned torch resolves to a multi-GB CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	@echo "installing into $(VENV) (torch 2.13 CPU build, the package, its dev extra); log: $(VENV)/install.log"
+	@( $(PY) -m pip install --upgrade pip \
+	   && $(PY) -m pip install torch==2.13.0 \
+	   && $(PY) -m pip install -e ".[dev]" ) > $(VENV)/install.log 2>&1 \
+	   || { tail -n 40 $(VENV)/install.log; exit 1; }
+	@touch $(STAMP)
 
 demo: install
 	$(VENV)/bin/lightning-lab demo

@@ -214,6 +214,7 @@ class LastCkptSpy(Callback):
         self.seen: list[int | None] = []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        trainer.wait_for_checkpoints()  # last.ckpt is written in the background
         path = trainer.checkpoint_dir / "last.ckpt"
         self.seen.append(
             torch.load(path, weights_only=True)["loop"]["global_step"] if path.exists() else None
@@ -314,3 +315,31 @@ def test_trainer_run_is_the_run_directory_as_a_run(tmp_path):
     assert set(info["final"]) == {"train_loss", "val_loss"}
     assert run.final["val_loss"] == [r["val_loss"] for r in run.metrics if "val_loss" in r][-1]
     assert run.last_checkpoint == t.checkpoint_dir / "last.ckpt"
+
+
+def test_background_writer_snapshots_the_state_and_reports_failures(tmp_path):
+    from lightning_lab.engine.engine import BackgroundCheckpointWriter
+    from lightning_lab.errors import CheckpointError
+
+    writer = BackgroundCheckpointWriter()
+    weights = torch.zeros(1000)
+    writer.write(tmp_path / "a.ckpt", {"weights": weights})
+    weights += 1  # training goes on while the file is written
+    writer.wait()
+    assert torch.equal(torch.load(tmp_path / "a.ckpt", weights_only=True)["weights"], torch.zeros(1000))
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    writer.write(tmp_path / "blocked" / "b.ckpt", {"weights": weights})
+    with pytest.raises(CheckpointError, match=r"writing checkpoint .*b\.ckpt failed"):
+        writer.wait()
+    writer.wait()  # the error is reported once
+
+
+def test_a_checkpoint_that_cannot_be_written_fails_the_run(tmp_path):
+    from lightning_lab.errors import CheckpointError
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    t = trainer(tmp_path, max_epochs=1, callbacks=[ModelCheckpoint(dirpath=blocked)])
+    with pytest.raises(CheckpointError, match="not-a-folder"):
+        t.fit(Regressor(), train_loader())
+    assert load_run(t.run_dir).status == "failed"

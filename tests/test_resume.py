@@ -391,6 +391,7 @@ class SnapshotLast(Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step and not self.target.exists():
+            trainer.wait_for_checkpoints()
             shutil.copy(trainer.checkpoint_dir / "last.ckpt", self.target)
 
 

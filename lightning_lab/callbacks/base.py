@@ -25,6 +25,14 @@ class Callback:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
 
+    def uses_hook(self, hook: str) -> bool:
+        """Whether the trainer should call ``hook`` on this callback (by default: if overridden).
+
+        The trainer asks once per hook; per-step hooks that return ``False`` cost nothing.
+        """
+        method = getattr(type(self), hook, None)
+        return method is not None and method is not getattr(Callback, hook, None)
+
     def on_fit_start(self, trainer: Trainer, module: LabModule) -> None: ...
     def on_fit_end(self, trainer: Trainer, module: LabModule) -> None: ...
     def on_train_start(self, trainer: Trainer, module: LabModule) -> None: ...

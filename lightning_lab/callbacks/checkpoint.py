@@ -66,6 +66,11 @@ class ModelCheckpoint(Callback):
         self.best_model_score = state.get("best_model_score")
         self.last_model_path = state.get("last_model_path", "")
 
+    def uses_hook(self, hook: str) -> bool:
+        if hook == "on_train_batch_end":
+            return self.every_n_train_steps is not None
+        return super().uses_hook(hook)
+
     # -- when to save
     def on_train_batch_end(self, trainer: Trainer, module: LabModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -98,7 +103,7 @@ class ModelCheckpoint(Callback):
         path = self._folder(trainer) / "last.ckpt"
         self.last_model_path = str(path)
         self._last_saved_step = trainer.global_step
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, wait=False)  # written by a background thread
 
     def _save_best(self, trainer: Trainer) -> None:
         if self.save_top_k == 0:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import threading
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -336,6 +337,58 @@ def _state_of(value: Any) -> Any:
 def write_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file, fsync, rename: a crash never leaves a torn checkpoint."""
     atomic_write(path, lambda f: torch.save(payload, f))
+
+
+class BackgroundCheckpointWriter:
+    """Writes checkpoints on a thread, so training does not wait for serialisation and fsync.
+
+    ``write`` first waits for the previous write, then snapshots every tensor of the payload (a
+    copy on the CPU: the live weights go on changing) and hands it to a new thread. ``wait``
+    blocks until the last write is on disk and re-raises its error, if any.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._path: str | None = None
+
+    def write(self, path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+        """Start writing ``payload`` to ``path`` in the background."""
+        self.wait()
+        snapshot = _cpu_copy(payload)
+        self._path = os.fspath(path)
+        self._thread = threading.Thread(target=self._run, args=(path, snapshot), name="lightning_lab-checkpoint",
+                                        daemon=False)
+        self._thread.start()
+
+    def _run(self, path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+        try:
+            write_checkpoint(path, payload)
+        except BaseException as err:  # handed to the training thread by wait()
+            self._error = err
+
+    def wait(self) -> None:
+        """Block until the pending write is done.
+
+        Raises:
+            CheckpointError: the pending write failed (disk full, permissions...).
+        """
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise CheckpointError(f"writing checkpoint {self._path} failed: {err}") from err
+
+
+def _cpu_copy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return type(value)((k, _cpu_copy(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_cpu_copy(v) for v in value)
+    return value
 
 
 def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:

@@ -43,6 +43,7 @@ class MetricCollector:
     def __init__(self, reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.hook = "training_step"
         self.stage = "train"
+        self._checked: set[str] = set()  # names already validated
         self.owner = "LabModule"
         self.batch: Any = None  # the batch being processed; its size weighs epoch means
         self.reduce_mean = reduce_mean
@@ -59,12 +60,18 @@ class MetricCollector:
             on_step = in_step
         if on_epoch is None:
             on_epoch = not in_step
-        if not isinstance(name, str) or name in _RESERVED:
-            raise UserCodeError(
-                f"self.log({name!r}, ...) in {self.owner}.{self.hook}: the name must be a string other "
-                f"than {sorted(_RESERVED)}, which the run directory uses for its own fields."
-            )
-        value = self._scalar(name, value)
+        if name not in self._checked:
+            if not isinstance(name, str) or name in _RESERVED:
+                raise UserCodeError(
+                    f"self.log({name!r}, ...) in {self.owner}.{self.hook}: the name must be a string other "
+                    f"than {sorted(_RESERVED)}, which the run directory uses for its own fields."
+                )
+            self._checked.add(name)
+        # The common case first: a one-element CPU tensor becomes a float here, once.
+        if type(value) is torch.Tensor and value.is_cpu and value.numel() == 1:
+            value = value.item()
+        else:
+            value = self._scalar(name, value)
         if on_step:
             key = f"{name}_step" if on_epoch else name
             # Evaluation ranks may see different batch counts: reducing per step there could hang.

@@ -42,7 +42,7 @@ def capture_rng_state() -> dict[str, Any]:
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
-        "python": {"version": version, "state": list(internal), "gauss": gauss},
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
         "numpy": {
             "kind": kind,
             "keys": torch.from_numpy(keys.astype(np.int64)),
@@ -60,7 +60,8 @@ def capture_rng_state() -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Put back what :func:`capture_rng_state` returned."""
     py = state["python"]
-    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    internal = py["state"].tolist() if isinstance(py["state"], torch.Tensor) else py["state"]
+    random.setstate((py["version"], tuple(internal), py["gauss"]))
     npy = state["numpy"]
     np.random.set_state(
         (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"])

@@ -17,7 +17,7 @@ from torch import nn
 from lightning_lab.callbacks.base import Callback
 from lightning_lab.engine.checkpoint import LoopState, build_checkpoint, load_checkpoint, load_weights
 from lightning_lab.engine.data import iterate, loader_length, move_to_device, prepare_loader
-from lightning_lab.engine.engine import Engine, write_checkpoint
+from lightning_lab.engine.engine import BackgroundCheckpointWriter, Engine
 from lightning_lab.engine.metrics import MetricCollector
 from lightning_lab.engine.module import LabDataModule, LabModule, is_overridden
 from lightning_lab.engine.optim import SchedulerConfig, parse_optimizers
@@ -27,6 +27,7 @@ from lightning_lab.engine.stopping import StopRequests
 from lightning_lab.errors import CheckpointError, ConfigurationError, LabError, NonFiniteError, UserCodeError
 
 _END = object()
+_NO_SYNC = nullcontext()
 
 
 class Trainer:
@@ -140,6 +141,7 @@ class Trainer:
         self._metrics = MetricCollector(reduce_mean=self._reduce_step_mean)
         self._stops = StopRequests()
         self._recorder = RunRecorder(self)
+        self._checkpoint_writer = BackgroundCheckpointWriter()
         self._shuffle_seed = self.seed if self.seed is not None else 0
         self._train_loader: Any = None
         self._val_loaders: list[Any] = []
@@ -147,6 +149,8 @@ class Trainer:
         self._ddp: nn.Module | None = None
         self._micro = 0
         self._hooks: dict[str, list[Any]] = {}
+        self._module_hooks: set[str] = set()
+        self._on_cpu = self.engine.device.type == "cpu"
 
     # ------------------------------------------------------------------ public state
     @property
@@ -271,7 +275,7 @@ class Trainer:
     def _training_step(self, batch: Any, batch_idx: int) -> Any:
         self._micro += 1
         boundary = self._micro == self.accumulate_grad_batches or batch_idx + 1 == self.num_training_batches
-        sync = nullcontext() if boundary or self._ddp is None else self._ddp.no_sync()
+        sync = _NO_SYNC if boundary or self._ddp is None else self._ddp.no_sync()
         self._metrics.hook = "training_step"
         with sync:
             with self.engine.precision.forward_context():
@@ -377,17 +381,25 @@ class Trainer:
             yield batch_idx, self._to_device(batch)
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, path: str | Path) -> None:
+    def save_checkpoint(self, path: str | Path, wait: bool = True) -> None:
         """Write a full checkpoint of the current state to ``path`` (atomically, from rank 0).
 
         With several processes every one must call it: each contributes its open epoch totals.
+        With ``wait=False`` the state is snapshot now and written by a background thread (the
+        run's end, and the next save, wait for it); :meth:`wait_for_checkpoints` waits too.
         """
         if self.module is None:
             raise LabError("save_checkpoint needs a model: call it during or after trainer.fit.")
         epoch_totals = self.engine.all_gather_object(self._metrics.state_dict())
         if self.is_global_zero:
             self._recorder.flush()
-            write_checkpoint(path, build_checkpoint(self, epoch_totals))
+            self._checkpoint_writer.write(path, build_checkpoint(self, epoch_totals))
+            if wait:
+                self._checkpoint_writer.wait()
+
+    def wait_for_checkpoints(self) -> None:
+        """Block until checkpoints being written in the background are on disk."""
+        self._checkpoint_writer.wait()
 
     def _read_checkpoint(self, ckpt_path: str | Path | None, model: LabModule,
                          ) -> tuple[dict[str, Any] | None, Path | None]:
@@ -443,6 +455,9 @@ class Trainer:
             datamodule.setup(stage)
         object.__setattr__(model, "_trainer", self)
         self.module, self.datamodule, self.state = model, datamodule, stage
+        self._module_hooks = {name for name in vars(LabModule)
+                              if name.startswith("on_") and is_overridden(model, name, LabModule)}
+        self._on_cpu = self.engine.device.type == "cpu"
         self._metrics.owner = type(model).__name__
 
     def _loader_from(self, option: str, given: Any, datamodule: LabDataModule | None, method: str) -> Any:
@@ -520,26 +535,35 @@ class Trainer:
         if stage == "fit":
             self._stops.install()
         anomaly = torch.autograd.detect_anomaly() if self.detect_anomaly else nullcontext()
-        status, error = "completed", None
+        status, error, raising = "completed", None, False
         try:
             with anomaly:
                 yield
             if self._stops.reason is not None:
                 status = "stopped"
         except KeyboardInterrupt:
-            status = "stopped"
+            status, raising = "stopped", True
             raise
         except BaseException as err:
-            status, error = "failed", _error_summary(err)
+            status, error, raising = "failed", _error_summary(err), True
             for callback in self.callbacks:
                 callback.on_exception(self, self.module, err)
             raise
         finally:
             self._stops.uninstall()
+            late = None
+            try:
+                self._checkpoint_writer.wait()  # a background write still running must land first
+            except CheckpointError as err:
+                late = err
+                if error is None:
+                    status, error = "failed", _error_summary(err)
             self._recorder.close(status, self.callback_metrics, error)
             self.state = "idle"
             if status == "stopped" and stage == "fit" and self.is_global_zero:
                 print(self._resume_hint(), file=sys.stderr, flush=True)
+            if late is not None and not raising:
+                raise late
 
     def _resume_hint(self) -> str:
         name = self._recorder.name
@@ -554,22 +578,26 @@ class Trainer:
         self._call_callbacks(hook, *args)
 
     def _call_module(self, hook: str, *args: Any) -> None:
-        self._metrics.hook = hook
-        getattr(self.module, hook)(*args)
+        if hook in self._module_hooks:  # LabModule's own hooks do nothing: skip them
+            self._metrics.hook = hook
+            getattr(self.module, hook)(*args)
 
     def _call_callbacks(self, hook: str, *args: Any) -> None:
         methods = self._hooks.get(hook)
         if methods is None:  # bind once: the hot path loops only over callbacks that use the hook
-            methods = self._hooks[hook] = [getattr(cb, hook) for cb in self.callbacks
-                                           if is_overridden(cb, hook, Callback)]
+            methods = self._hooks[hook] = [getattr(cb, hook) for cb in self.callbacks if cb.uses_hook(hook)]
         for method in methods:
             method(self, self.module, *args)
 
     def _to_device(self, batch: Any) -> Any:
-        return batch if self.engine.device.type == "cpu" else move_to_device(batch, self.engine.device)
+        return batch if self._on_cpu else move_to_device(batch, self.engine.device)
 
     def _loss_of(self, outputs: Any, batch_idx: int) -> torch.Tensor:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, torch.Tensor) and loss.requires_grad and loss.numel() == 1:
+            if loss.is_cpu and not math.isfinite(loss.item()):  # on CUDA this would sync every step
+                self._raise_non_finite("loss", loss.item(), batch_idx)
+            return loss
         owner = f"{type(self.module).__name__}.training_step"
         if not isinstance(loss, torch.Tensor):
             hint = " Did you forget `return loss`?" if outputs is None else ""
@@ -579,14 +607,8 @@ class Trainer:
         if loss.numel() != 1:
             raise UserCodeError(f"{owner} returned a loss of shape {tuple(loss.shape)} for batch {batch_idx}; it "
                                 "must be a scalar. Reduce it, e.g. `loss.mean()`.")
-        if not loss.requires_grad:
-            raise UserCodeError(f"{owner} returned a loss that does not require grad (computed under "
-                                "torch.no_grad() or detached); gradients cannot flow to the model.")
-        if loss.device.type == "cpu":
-            value = loss.item()
-            if not math.isfinite(value):
-                self._raise_non_finite("loss", value, batch_idx)
-        return loss
+        raise UserCodeError(f"{owner} returned a loss that does not require grad (computed under "
+                            "torch.no_grad() or detached); gradients cannot flow to the model.")
 
     def _raise_non_finite(self, what: str, value: float, batch_idx: int) -> None:
         culprit = "none of the parameters or gradients is non-finite yet"
@@ -604,9 +626,10 @@ class Trainer:
         )
 
     def _record_step(self, batches_done: int) -> None:
-        values = self._metrics.pop_step_values()
-        if values and batches_done % self.log_every_n_steps == 0:
-            self._recorder.log(values)
+        if self._metrics.step_values:
+            values = self._metrics.pop_step_values()
+            if batches_done % self.log_every_n_steps == 0:
+                self._recorder.log(values)
 
     def _record_epoch(self, stage: str) -> dict[str, float]:
         values = self._metrics.compute_epoch(stage, self.engine.sum_metric_totals if self.engine.distributed else None)

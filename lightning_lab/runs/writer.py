@@ -353,8 +353,12 @@ def _check_interval(flush_interval: float) -> None:
 
 
 def _encode(record: dict[str, Any]) -> str:
-    plain = {str(k): v if type(v) in _PLAIN_TYPES else _to_plain(k, v) for k, v in record.items()}
-    return json.dumps(plain, separators=(",", ":"), default=_json_fallback) + "\n"
+    # This runs on the flusher thread but holds the GIL: keep the common case (flat numbers) lean.
+    for value in record.values():
+        if type(value) not in _PLAIN_TYPES:
+            record = {str(k): v if type(v) in _PLAIN_TYPES else _to_plain(k, v) for k, v in record.items()}
+            break
+    return _ENCODER.encode(record) + "\n"
 
 
 def _to_plain(key: str, value: Any) -> Any:
@@ -379,6 +383,9 @@ def _json_fallback(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return repr(value)
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_json_fallback)
 
 
 def _trim_metrics(layout: RunLayout, keep_records: int | None) -> int:

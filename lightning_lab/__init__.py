@@ -10,3 +10,10 @@ from lightning_lab.engine import Engine, LabDataModule, LabModule, Trainer, seed
 from lightning_lab.errors import LabError  # noqa: E402
 
 __all__ = ["Engine", "LabDataModule", "LabError", "LabModule", "Trainer", "__version__", "seed_everything"]
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext lightning_lab``: registers ``%%train``, ``%runs`` and ``%export``."""
+    from lightning_lab.notebook import load_ipython_extension as load
+
+    load(ipython)

@@ -21,7 +21,7 @@ def execute(path: Path, cwd: Path, timeout: int = 300) -> nbformat.NotebookNode:
 
 def test_quickstart_trains_digits_in_a_kernel(tmp_path, monkeypatch):
     monkeypatch.setenv("LIGHTNING_LAB_ROOT", str(tmp_path))
-    notebook = execute(NOTEBOOKS / "quickstart.ipynb", tmp_path)
+    notebook = execute(NOTEBOOKS / "00_engine.ipynb", tmp_path)
     runs = list_runs(tmp_path, name="quickstart")
     assert len(runs) == 1
     run = runs[0]

@@ -33,6 +33,7 @@ class TextProgress(Callback):
         self._next = 0.0
         self._t0 = 0.0
         self._step0 = 0
+        self._shown_step = -1
 
     def on_train_start(self, trainer: Trainer, module: LabModule) -> None:
         self._t0 = time.monotonic()
@@ -59,6 +60,8 @@ class TextProgress(Callback):
     def on_train_end(self, trainer: Trainer, module: LabModule) -> None:
         if self.mode == "bar":
             self._write("\n")
+        elif trainer.global_step != self._shown_step:  # stopped mid-epoch: say where it ended
+            self._show(trainer, trainer._loop.batches_done, time.monotonic())
 
     def _show(self, trainer: Trainer, batch: int | None, now: float, end: bool = False) -> None:
         elapsed = max(now - self._t0, 1e-9)
@@ -73,6 +76,7 @@ class TextProgress(Callback):
         elif total:
             head += f"  batch {batch}/{total}"
         line = f"{head}  step {trainer.global_step}  {rate:.1f} steps/s  {_fmt(trainer.progress_metrics())}"
+        self._shown_step = trainer.global_step
         if self.mode == "bar":
             self._write("\r" + line[:160].ljust(100) + ("\n" if end else ""))
         else:

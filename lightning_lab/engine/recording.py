@@ -33,6 +33,10 @@ class RunRecorder:
         self.path: Path | None = None
         self.checkpoint_path: Path | None = None
         self._fit_status: str | None = None
+        # What ran, when the caller knows better than sys.argv (the %%train magic sets these):
+        # a description for run.json and files to copy into source/ as {name: text}.
+        self.source: dict[str, Any] | None = None
+        self.source_files: dict[str, str] = {}
 
     @property
     def name(self) -> str | None:
@@ -127,16 +131,18 @@ class RunRecorder:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "versions": versions(),
-            "source": _source_info(),
+            "source": self.source or _source_info(),
         }
 
     def _add_source(self, writer: RunWriter, info: dict[str, Any]) -> None:
         script = info["source"].get("script")
-        if script:
-            try:
+        try:
+            if script:
                 writer.add_source(Path(script))
-            except OSError:
-                pass  # the record of what ran is a convenience; never fail a run over it
+            for name, text in self.source_files.items():
+                (writer.path / "source" / name).write_text(text)
+        except OSError:
+            pass  # the record of what ran is a convenience; never fail a run over it
 
     def log(self, values: dict[str, Any]) -> None:
         """Queue one record (rank 0; a no-op elsewhere)."""

@@ -279,3 +279,17 @@ def test_a_rewritten_metrics_file_starts_the_curves_over():
     view.update([{"step": 1, "train_loss": 0.5}], step=1, epoch=0, restarted=True)
     assert view.curves.points("train_loss") == ([1.0], [0.5])
     assert "old_metric" not in view.table.value and "old_metric" not in view.curves.groups()
+
+
+def test_stop_button_front_end_message_and_kernel_interrupt_settings():
+    """The front end sends {"event": "stop"} (handled when the shell is free) and, for a cell that
+    trains in the foreground, also asks the server to interrupt the kernel (the JS module)."""
+    calls = []
+    view = LiveView("demo/run", max_epochs=1, total_steps=10, on_stop=lambda: calls.append(1), interrupt=True)
+    button = view.stop_button
+    assert type(button).__name__ == "StopButton"
+    assert button.interrupt and "api/kernels/" in button._esm and "/interrupt" in button._esm
+    button._handle_custom_msg({"event": "stop"}, [])
+    assert calls == [1] and button.disabled
+    background = LiveView("demo/run", max_epochs=1, total_steps=10, on_stop=lambda: None, interrupt=False)
+    assert not background.stop_button.interrupt and background.stop_button.kernel_id == ""

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lightning_lab.notebook.curves import CurvePlot
+from lightning_lab.notebook.stop_button import make_stop_button
 from lightning_lab.runs.records import INDEX_KEYS
 
 RATE_WINDOW_SECONDS = 10.0
@@ -66,6 +67,8 @@ class LiveView:
         max_draw_fraction: Largest share of wall time spent drawing the curves: after a draw that
             took ``d`` seconds the next one waits at least ``d / max_draw_fraction`` seconds.
         clock: Monotonic clock in seconds used for rates and redraw timing (a test seam).
+        interrupt: The Stop button also interrupts the kernel through the Jupyter server, so it
+            works while the training cell is busy (see :mod:`lightning_lab.notebook.stop_button`).
 
     Raises:
         ValueError: ``min_redraw_interval`` is negative or ``max_draw_fraction`` not in (0, 1].
@@ -79,7 +82,8 @@ class LiveView:
 
     def __init__(self, run_name: str, *, max_epochs: int | None, total_steps: int | None,
                  on_stop: Callable[[], None] | None = None, min_redraw_interval: float = 1.0,
-                 max_draw_fraction: float = 0.02, clock: Callable[[], float] = time.perf_counter) -> None:
+                 max_draw_fraction: float = 0.02, clock: Callable[[], float] = time.perf_counter,
+                 interrupt: bool = False) -> None:
         if min_redraw_interval < 0:
             raise ValueError(f"LiveView(min_redraw_interval={min_redraw_interval!r}): "
                              "give a number of seconds >= 0.")
@@ -119,8 +123,8 @@ class LiveView:
         self.progress = widgets.IntProgress(min=0, max=1, value=0, layout=widgets.Layout(width="60%"))
         if total_steps is None and max_epochs is None:
             self.progress.layout.display = "none"
-        self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger",
-                                          tooltip="Stop after the current step (last.ckpt is saved)")
+        self.stop_button = make_stop_button(interrupt=interrupt,
+                                            tooltip="Stop after the current step (last.ckpt is saved)")
         self.stop_button.on_click(self._on_stop_click)
         if on_stop is None:
             self.stop_button.layout.display = "none"

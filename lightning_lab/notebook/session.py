@@ -56,7 +56,7 @@ class NotebookProgress(Callback):
 
         self._trainer = trainer
         self.view = LiveView("starting…", max_epochs=trainer.max_epochs, total_steps=None,
-                             on_stop=lambda: trainer.request_stop("stop button"))
+                             on_stop=lambda: trainer.request_stop("stop button"), interrupt=not self.background)
         self.view.show()
 
     def on_train_start(self, trainer: Trainer, module: LabModule) -> None:

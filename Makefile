@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/lightning-lab demo
+	$(VENV)/bin/lightning-lab demo --notebook notebooks/01_quickstart.ipynb
 
 test: install
 	$(PY) -m pytest -q

@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-epochs", type=int, default=10, help="epochs to train (default 10)")
     demo.add_argument("--root", default=None, help="run root (default $LIGHTNING_LAB_ROOT or ./lab_runs)")
     demo.add_argument("--seed", type=int, default=0, help="seed for weights and shuffling (default 0)")
+    demo.add_argument("--notebook", default=None, help="also execute this notebook headless and keep the executed copy")
 
     runs = sub.add_parser("runs", help="table of the runs under the root")
     runs.add_argument("name", nargs="?", default=None, help="only runs of this name")
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from lightning_lab.demo import run_demo
 
-            run_demo(max_epochs=args.max_epochs, root=args.root, seed=args.seed)
+            run_demo(max_epochs=args.max_epochs, root=args.root, seed=args.seed, notebook=args.notebook)
         elif args.command == "runs":
             from lightning_lab.runs import list_runs
             from lightning_lab.runs.table import runs_table

@@ -1,15 +1,23 @@
-"""The demo: train the digits example on real data, then say where the run is and how it ended."""
+"""The demo: train the digits example on real data, optionally run a notebook headless, show the runs."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from lightning_lab.engine.trainer import Trainer
+from lightning_lab.errors import ConfigurationError
 from lightning_lab.examples.digits import DigitsClassifier, DigitsData
+from lightning_lab.runs import resolve_root
 
 
-def run_demo(max_epochs: int = 10, root: str | Path | None = None, seed: int = 0) -> None:
-    """Train :class:`DigitsClassifier` on sklearn's digits and print the run directory and final metrics."""
+def run_demo(max_epochs: int = 10, root: str | Path | None = None, seed: int = 0,
+             notebook: str | Path | None = None) -> None:
+    """Train :class:`DigitsClassifier` on sklearn's digits and print the run directory and final metrics.
+
+    With ``notebook``, also execute that notebook headless in a fresh kernel (``%%train`` shows
+    text progress and leaves its curves as an image) and save the executed copy beside the runs.
+    """
     trainer = Trainer(max_epochs=max_epochs, seed=seed, root_dir=root, name="digits")
     model = DigitsClassifier()
     trainer.fit(model, datamodule=DigitsData())
@@ -21,4 +29,34 @@ def run_demo(max_epochs: int = 10, root: str | Path | None = None, seed: int = 0
         if key in run.final:
             print(f"{key + ':':<12}{run.final[key]:.4f}")
     print(f"checkpoint: {run.last_checkpoint}")
-    print(f"list runs:  lightning-lab runs --root {run.path.parent.parent}")
+    if notebook is not None:
+        run_notebook(Path(notebook), resolve_root(root))
+    print(f"list runs:  lightning-lab runs --root {resolve_root(root)}")
+
+
+def run_notebook(path: Path, root: Path) -> Path:
+    """Execute ``path`` top to bottom in a new python3 kernel, headless; returns the executed copy."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    if not path.is_file():
+        raise ConfigurationError(f"--notebook {path}: no such notebook.")
+    print(f"\nexecuting {path} headless (a fresh kernel; runs go to {root}) ...")
+    notebook = nbformat.read(path, as_version=4)
+    saved = {k: os.environ.get(k) for k in ("LIGHTNING_LAB_ROOT", "LIGHTNING_LAB_NO_WIDGET")}
+    os.environ.update(LIGHTNING_LAB_ROOT=str(root), LIGHTNING_LAB_NO_WIDGET="1")  # the kernel inherits these
+    try:
+        NotebookClient(notebook, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.resolve().parent)}}).execute()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    out = root / f"{path.stem}.executed.ipynb"
+    root.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, out)
+    images = sum("image/png" in o.get("data", {}) for c in notebook.cells for o in c.get("outputs", []))
+    print(f"notebook:   {out}  ({len(notebook.cells)} cells, {images} images of curves)")
+    return out

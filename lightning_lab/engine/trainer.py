@@ -21,6 +21,14 @@ from lightning_lab.engine.engine import BackgroundCheckpointWriter, Engine
 from lightning_lab.engine.metrics import MetricCollector
 from lightning_lab.engine.module import LabDataModule, LabModule, is_overridden
 from lightning_lab.engine.optim import SchedulerConfig, parse_optimizers
+from lightning_lab.engine.options import (
+    as_list,
+    batch_limit,
+    check_interval,
+    check_limit,
+    check_positive,
+    default_callbacks,
+)
 from lightning_lab.engine.recording import RunRecorder
 from lightning_lab.engine.seed import fresh_seed, restore_rng_state, seed_everything
 from lightning_lab.engine.stopping import StopRequests
@@ -78,14 +86,14 @@ class Trainer:
         detect_anomaly: bool = False,
         progress: str | bool | Callback = "auto",
     ) -> None:
-        _check_positive("accumulate_grad_batches", accumulate_grad_batches)
-        _check_positive("check_val_every_n_epoch", check_val_every_n_epoch)
-        _check_positive("log_every_n_steps", log_every_n_steps)
-        _check_interval(val_check_interval)
+        check_positive("accumulate_grad_batches", accumulate_grad_batches)
+        check_positive("check_val_every_n_epoch", check_val_every_n_epoch)
+        check_positive("log_every_n_steps", log_every_n_steps)
+        check_interval(val_check_interval)
         for option, value in (("limit_train_batches", limit_train_batches), ("limit_val_batches", limit_val_batches),
                               ("limit_test_batches", limit_test_batches),
                               ("limit_predict_batches", limit_predict_batches)):
-            _check_limit(option, value)
+            check_limit(option, value)
         if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, int)
                                        or max_epochs < 0):
             raise ConfigurationError(f"max_epochs must be a non-negative integer or None, got {max_epochs!r}.")
@@ -117,7 +125,7 @@ class Trainer:
         self.detect_anomaly = detect_anomaly
         self.name = name
         self.root_dir = root_dir
-        self.callbacks: list[Callback] = _default_callbacks(callbacks, enable_checkpointing, progress,
+        self.callbacks: list[Callback] = default_callbacks(callbacks, enable_checkpointing, progress,
                                                             self.engine.is_global_zero)
         self.loggers: list[Any] = [] if loggers is None else list(loggers) if isinstance(loggers, Sequence) else [loggers]
         self.config: dict[str, Any] = {
@@ -220,7 +228,7 @@ class Trainer:
                 "trainer.fit got no training data: pass train_dataloaders=DataLoader(...) or a datamodule "
                 "whose train_dataloader() returns one."
             )
-        val_loaders = _as_list(self._loader_from("val_dataloaders", val_dataloaders, datamodule, "val_dataloader"))
+        val_loaders = as_list(self._loader_from("val_dataloaders", val_dataloaders, datamodule, "val_dataloader"))
         checkpoint, ckpt_file = self._read_checkpoint(ckpt_path, model)
         if checkpoint is not None:  # a model mismatch fails before the checkpoint's run is reopened
             load_weights(model, checkpoint, ckpt_file)
@@ -316,7 +324,7 @@ class Trainer:
                 ckpt_path: str | Path | None = None) -> list[Any]:
         """Return ``predict_step``'s output for every batch (nothing is recorded)."""
         self._attach(model, datamodule, "predict")
-        loaders = _as_list(self._loader_from("dataloaders", dataloaders, datamodule, "predict_dataloader"))
+        loaders = as_list(self._loader_from("dataloaders", dataloaders, datamodule, "predict_dataloader"))
         self._require_data(loaders, "predict", "predict_dataloader")
         self._load_weights_for_eval(ckpt_path, model)
         self.engine.launch()
@@ -336,7 +344,7 @@ class Trainer:
             raise UserCodeError(f"trainer.{stage} needs {type(model).__name__}.{hook}(self, batch, batch_idx).")
         self._attach(model, datamodule, stage)
         method = "val_dataloader" if stage == "validate" else "test_dataloader"
-        loaders = _as_list(self._loader_from("dataloaders", dataloaders, datamodule, method))
+        loaders = as_list(self._loader_from("dataloaders", dataloaders, datamodule, method))
         self._require_data(loaders, stage, method)
         self._load_weights_for_eval(ckpt_path, model)
         with self._session(stage, None, None):
@@ -374,7 +382,7 @@ class Trainer:
         return values
 
     def _eval_batches(self, loader: Any, stage: str) -> Iterator[tuple[int, Any]]:
-        limit = _limit(self.limits[stage], loader_length(loader))
+        limit = batch_limit(self.limits[stage], loader_length(loader))
         for batch_idx, batch in enumerate(iterate(loader, 0)):
             if batch_idx >= limit:
                 break
@@ -492,7 +500,7 @@ class Trainer:
                 self._shuffle_seed = engine.broadcast(fresh_seed())
         self._train_loader = prepare_loader(train_loader, seed=self._shuffle_seed, rank=engine.rank,
                                             world_size=engine.world_size, train=True)
-        self.num_training_batches = _limit(self.limits["train"], loader_length(self._train_loader))
+        self.num_training_batches = batch_limit(self.limits["train"], loader_length(self._train_loader))
         if self.num_training_batches == 0:
             raise ConfigurationError("the training DataLoader yields no batches (empty dataset or limit_train_batches=0).")
         self._val_loaders = self._prepare_eval(val_loaders) if is_overridden(module, "validation_step", LabModule) else []
@@ -693,67 +701,6 @@ class _TrainingStep(nn.Module):
 
     def forward(self, batch: Any, batch_idx: int) -> Any:
         return self.module.training_step(batch, batch_idx)
-
-
-def _default_callbacks(callbacks: Sequence[Callback] | Callback | None, checkpointing: bool,
-                       progress: str | bool | Callback, is_zero: bool) -> list[Callback]:
-    from lightning_lab.callbacks import ModelCheckpoint
-    from lightning_lab.engine.progress import TextProgress
-
-    result = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
-    for callback in result:
-        if not isinstance(callback, Callback):
-            raise ConfigurationError(f"callbacks must be Callback instances, got {type(callback).__name__}.")
-    if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in result):
-        result.append(ModelCheckpoint())
-    if isinstance(progress, Callback):
-        result.append(progress)
-    elif progress not in (False, None, "off"):
-        if progress not in ("auto", "bar", "lines", True):
-            raise ConfigurationError(f"progress={progress!r}; choose 'auto', 'bar', 'lines' or False.")
-        if progress in ("auto", True):
-            progress = "bar" if sys.stdout.isatty() else "lines"
-        if is_zero:
-            result.append(TextProgress(mode=progress))
-    return result
-
-
-def _as_list(loaders: Any) -> list[Any]:
-    if loaders is None:
-        return []
-    return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
-
-
-def _limit(limit: int | float | None, length: int | None) -> int | float:
-    total = math.inf if length is None else length
-    if limit is None:
-        return total
-    if isinstance(limit, float):
-        return total if not math.isfinite(total) else int(total * limit)
-    return min(limit, total)
-
-
-def _check_positive(option: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{option} must be a positive integer, got {value!r}.")
-
-
-def _check_interval(value: Any) -> None:
-    ok = (isinstance(value, float) and 0.0 < value <= 1.0) or (
-        isinstance(value, int) and not isinstance(value, bool) and value >= 1)
-    if not ok:
-        raise ConfigurationError(
-            f"val_check_interval must be a fraction of an epoch in (0, 1] or a number of batches ≥ 1, got {value!r}."
-        )
-
-
-def _check_limit(option: str, value: Any) -> None:
-    if value is None:
-        return
-    ok = (isinstance(value, float) and 0.0 <= value <= 1.0) or (
-        isinstance(value, int) and not isinstance(value, bool) and value >= 0)
-    if not ok:
-        raise ConfigurationError(f"{option} must be a fraction in [0, 1], a number of batches, or None; got {value!r}.")
 
 
 def _epoch_totals_for(saved: list[dict[str, Any]], engine: Engine) -> dict[str, Any]:

@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lightning-lab-installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install browser-deps demo test lint bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 	   && $(PY) -m pip install -e ".[dev]" ) > $(VENV)/install.log 2>&1 \
 	   || { tail -n 40 $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
+
+# Debian's Chromium (apt, needs root) and Playwright's driver, for tests/test_browser.py (skipped without them).
+browser-deps: install
+	scripts/install_browser.sh $(VENV)
 
 demo: install
 	$(VENV)/bin/lightning-lab demo --notebook notebooks/01_quickstart.ipynb

@@ -52,7 +52,7 @@ class TextProgress(Callback):
         if self.mode == "lines" and trainer.state == "fit":
             values = {k: v for k, v in trainer.progress_metrics().items() if k.startswith("val")}
             if values:
-                self._write(f"validation  epoch {trainer.current_epoch}  step {trainer.global_step}  {_fmt(values)}\n")
+                self._write(f"validation  epoch {trainer.current_epoch + 1}  step {trainer.global_step}  {_fmt(values)}\n")
 
     def on_train_epoch_end(self, trainer: Trainer, module: LabModule) -> None:
         self._show(trainer, trainer.num_training_batches, time.monotonic(), end=True)
@@ -68,7 +68,7 @@ class TextProgress(Callback):
         rate = (trainer.global_step - self._step0) / elapsed
         epochs = f"/{trainer.max_epochs}" if trainer.max_epochs is not None else ""
         total = trainer.num_training_batches
-        head = f"epoch {trainer.current_epoch}{epochs}"
+        head = f"epoch {trainer.current_epoch + 1}{epochs}"  # people count epochs from 1
         if self.mode == "bar" and total:
             done = min(batch or 0, total)
             filled = int(24 * done / total)

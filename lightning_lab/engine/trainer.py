@@ -575,7 +575,7 @@ class Trainer:
 
     def _resume_hint(self) -> str:
         name = self._recorder.name
-        return (f"lightning_lab: run {name}/{self._recorder.run_id} stopped at epoch {self.current_epoch}, step "
+        return (f"lightning_lab: run {name}/{self._recorder.run_id} stopped at epoch {self.current_epoch + 1}, step "
                 f"{self.global_step}; last.ckpt saved. Resume with Trainer(name={name!r}, ...).fit(model, ..., "
                 "ckpt_path='last').")
 

@@ -190,6 +190,8 @@ class CurvePlot:
             if x is None:
                 continue
             for name, value in record.items():
+                if name in INDEX_KEYS:
+                    continue
                 y = _as_float(value)
                 if y is None:
                     continue
@@ -237,7 +239,7 @@ class CurvePlot:
         start = time.perf_counter()
         self._sync()
         buffer = io.BytesIO()
-        self._canvas.print_png(buffer)
+        self._canvas.print_png(buffer, pil_kwargs={"compress_level": 1})  # fast zlib: the bytes stay local
         self.last_draw_seconds = time.perf_counter() - start
         return buffer.getvalue()
 
@@ -303,6 +305,11 @@ class CurvePlot:
                 ax.set_title(group, fontsize=10, y=1.0)  # a fixed y skips a costly auto-placement per draw
                 ax.set_xlabel("step", fontsize=8)
                 ax.tick_params(labelsize=8)
+                # Few ticks: creating tick labels is about half of a draw's time.
+                from matplotlib.ticker import MaxNLocator
+
+                ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+                ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
                 ax.grid(True, alpha=0.3)
             else:
                 ax.set_subplotspec(grid[index])

@@ -231,6 +231,15 @@ class LiveView:
         last = self.draw_seconds[-1] if len(self.draw_seconds) > 1 else 0.0
         return max(self.min_redraw_interval, last / self.max_draw_fraction)
 
+    def _within_budget(self, now: float) -> bool:
+        """Whether drawing so far plus one more draw (as long as the last) stays within
+        ``max_draw_fraction`` of the time since the view started. The first draw (which pays for
+        importing matplotlib and building the figure) is exempt from both."""
+        if len(self.draw_seconds) < 2 or self._started_at is None:
+            return True
+        spent = sum(self.draw_seconds[1:]) + self.draw_seconds[-1]
+        return spent <= self.max_draw_fraction * (now - self._started_at)
+
     # -- internals -------------------------------------------------------------------------------
 
     def _on_stop_click(self, _button: Any) -> None:
@@ -264,7 +273,9 @@ class LiveView:
     def _redraw_due(self, now: float) -> bool:
         if self.curves.empty or self.curves.version == self._drawn_version:
             return False
-        return self._last_redraw_at is None or now - self._last_redraw_at >= self.redraw_interval
+        if self._last_redraw_at is None:
+            return True
+        return now - self._last_redraw_at >= self.redraw_interval and self._within_budget(now)
 
     def _redraw(self) -> bytes:
         start = self._clock()

@@ -42,7 +42,7 @@ class NotebookProgress(Callback):
     callback only decides when to look (at most ``poll_hz`` times a second, by wall clock).
     """
 
-    def __init__(self, background: bool = False, poll_hz: float = 4.0) -> None:
+    def __init__(self, background: bool = False, poll_hz: float = 2.0) -> None:
         self.background = background
         self.interval = 1.0 / poll_hz
         self.view: Any = None
@@ -56,7 +56,8 @@ class NotebookProgress(Callback):
 
         self._trainer = trainer
         self.view = LiveView("starting…", max_epochs=trainer.max_epochs, total_steps=None,
-                             on_stop=lambda: trainer.request_stop("stop button"), interrupt=not self.background)
+                             on_stop=lambda: trainer.request_stop("stop button"), interrupt=not self.background,
+                             min_redraw_interval=2.0, max_draw_fraction=0.015)
         self.view.show()
 
     def on_train_start(self, trainer: Trainer, module: LabModule) -> None:

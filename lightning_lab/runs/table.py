@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lightning_lab.runs.reader import Run
+from lightning_lab.runs.records import parse_time
 
 
 def _duration(seconds: float | None) -> str:
@@ -15,12 +16,17 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def _started(run: Run) -> str:
+    when = parse_time(run.start_time)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M") if when is not None else "-"
+
+
 def _value(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def runs_table(runs: Sequence[Run], max_metrics: int = 4) -> str:
-    """Name, id, status, duration and up to ``max_metrics`` final metrics per run, aligned in columns.
+    """Name, id, status, start, duration and up to ``max_metrics`` final metrics per run, aligned in columns.
 
     Metrics are chosen by how many runs report them (validation metrics first on ties).
     """
@@ -32,9 +38,10 @@ def runs_table(runs: Sequence[Run], max_metrics: int = 4) -> str:
         for key in final:
             counts[key] = counts.get(key, 0) + 1
     metrics = sorted(counts, key=lambda k: (-counts[k], not k.startswith("val"), k))[:max_metrics]
-    header = ["name", "id", "status", "duration", *metrics]
+    header = ["name", "id", "status", "started", "duration", *metrics]
     rows = [
-        [run.name, run.id, run.status, _duration(run.duration), *(_value(f.get(m, "")) for m in metrics)]
+        [run.name, run.id, run.status, _started(run), _duration(run.duration),
+         *(_value(f.get(m, "")) for m in metrics)]
         for run, f in zip(runs, finals, strict=True)
     ]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from lightning_lab.errors import LabError
 
 _LATER = {
-    "export": "turn a notebook into a training script",
     "run": "run a training script on several processes or on Slurm",
     "batch": "run a notebook over a hyperparameter grid with papermill",
 }
@@ -31,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("name", nargs="?", default=None, help="only runs of this name")
     runs.add_argument("--root", default=None, help="run root (default $LIGHTNING_LAB_ROOT or ./lab_runs)")
 
+    # export parses its own options (-o, --cell, --help) in lightning_lab.export.
+    export = sub.add_parser("export", help="turn a notebook into a training script (NB [-o SCRIPT] [--cell N])",
+                            add_help=False, prefix_chars="\0")
+    export.add_argument("args", nargs=argparse.REMAINDER)
+
     for command, text in _LATER.items():
         later = sub.add_parser(command, help=f"{text} (not available yet)")
         later.add_argument("args", nargs=argparse.REMAINDER)
@@ -45,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from lightning_lab.demo import run_demo
 
             run_demo(max_epochs=args.max_epochs, root=args.root, seed=args.seed, notebook=args.notebook)
+        elif args.command == "export":
+            from lightning_lab.export import main_export
+
+            return main_export(args.args)
         elif args.command == "runs":
             from lightning_lab.runs import list_runs
             from lightning_lab.runs.table import runs_table

@@ -31,7 +31,26 @@ def run_demo(max_epochs: int = 10, root: str | Path | None = None, seed: int = 0
     print(f"checkpoint: {run.last_checkpoint}")
     if notebook is not None:
         run_notebook(Path(notebook), resolve_root(root))
+        export_and_run(Path(notebook), resolve_root(root))
     print(f"list runs:  lightning-lab runs --root {resolve_root(root)}")
+
+
+def export_and_run(path: Path, root: Path, epochs: int = 2) -> Path:
+    """Export ``path`` to a training script beside the runs and train it for ``epochs`` with plain python."""
+    import subprocess
+    import sys
+
+    from lightning_lab.export import export_notebook
+
+    script = export_notebook(path, output=root / f"{path.stem}.py").output
+    print(f"script:     {script}  (exported; `python {script.name} --help` lists its options)")
+    env = {**os.environ, "LIGHTNING_LAB_ROOT": str(root)}
+    done = subprocess.run([sys.executable, str(script), "--max-epochs", str(epochs)], env=env, cwd=root,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ConfigurationError(f"the exported script failed:\n{done.stderr[-2000:]}")
+    print(f"            ran it with plain python for {epochs} epochs: exit 0, a new run under {root}")
+    return script
 
 
 def run_notebook(path: Path, root: Path) -> Path:

@@ -42,5 +42,19 @@ def test_user_mistake_is_one_line_without_traceback(tmp_path):
 
 
 def test_commands_not_built_yet_say_so():
-    result = cli("export", "nb.ipynb")
+    result = cli("run", "train.py")
     assert result.returncode == 2 and "not available yet" in result.stderr
+
+
+def test_export_writes_a_script_that_lists_its_hyperparameters(tmp_path):
+    from pathlib import Path
+
+    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "01_quickstart.ipynb"
+    result = cli("export", str(notebook), "-o", str(tmp_path / "train.py"))
+    assert result.returncode == 0, result.stderr
+    assert "--lr" in result.stdout and "%load_ext lightning_lab" in result.stdout
+    usage = subprocess.run([sys.executable, str(tmp_path / "train.py"), "--help"], capture_output=True, text=True,
+                           timeout=120)
+    assert usage.returncode == 0 and "--hidden" in usage.stdout and "--max-epochs" in usage.stdout
+    missing = cli("export", str(tmp_path / "nope.ipynb"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr and not (tmp_path / "nope.py").exists()

@@ -139,8 +139,10 @@ class LabMagics(Magics):
 
     @line_magic
     def export(self, line: str) -> None:
-        """Export this notebook to a training script (arrives with the exporter)."""
-        print("%export: not available yet — the notebook exporter arrives in a later release.", file=sys.stderr)
+        """``%export [SCRIPT] [--cell N]``: export this notebook (as last saved) to a training script."""
+        from lightning_lab.export import magic_export
+
+        magic_export(line)
 
 
 def _fit_in_background(fit: Any, trainer: Any, ns: dict[str, Any]) -> None:

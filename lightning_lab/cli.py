@@ -10,7 +10,6 @@ from lightning_lab.errors import LabError
 
 _LATER = {
     "run": "run a training script on several processes or on Slurm",
-    "batch": "run a notebook over a hyperparameter grid with papermill",
 }
 
 
@@ -35,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                             add_help=False, prefix_chars="\0")
     export.add_argument("args", nargs=argparse.REMAINDER)
 
+    batch = sub.add_parser("batch", help="run a notebook over a hyperparameter grid (NB --grid KEY=V1,V2 ...)",
+                           add_help=False, prefix_chars="\0")
+    batch.add_argument("args", nargs=argparse.REMAINDER)
+
     for command, text in _LATER.items():
         later = sub.add_parser(command, help=f"{text} (not available yet)")
         later.add_argument("args", nargs=argparse.REMAINDER)
@@ -53,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from lightning_lab.export import main_export
 
             return main_export(args.args)
+        elif args.command == "batch":
+            from lightning_lab.batch import main_batch
+
+            return main_batch(args.args)
         elif args.command == "runs":
             from lightning_lab.runs import list_runs
             from lightning_lab.runs.table import runs_table

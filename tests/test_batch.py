@@ -218,6 +218,16 @@ def test_failing_point_is_recorded_and_others_complete(tiny, tmp_path, capsys):
     assert forced.points[0].run != good.run  # trained again: a new run beside the first
 
 
+def test_train_magic_error_fails_the_point_though_papermill_completes(tmp_path):
+    # %%train prints its errors (here: no model in the cell) instead of raising, so papermill sees success
+    broken = write_notebook(tmp_path / "broken.ipynb", ["%load_ext lightning_lab", "%%train\nx = steps"],
+                            parameters="steps = 1")
+    result = run(broken, grid={"steps": [1]}, out=tmp_path / "sweep", progress=False)
+    (point,) = result.points
+    assert point.status == "failed" and not result.ok
+    assert point.error.startswith("In [4] `%%train`: %%train found no model")
+
+
 def test_no_parameters_cell_and_unknown_key_warn(tmp_path):
     plain = write_notebook(tmp_path / "plain.ipynb", ["x = 3", "print('x =', x)"])
     with pytest.warns(BatchWarning, match=r"plain\.ipynb: no cell is tagged 'parameters'"):

@@ -108,8 +108,8 @@ def _stop_on_sigterm(root: Path) -> None:
 
     The kernel gets SIGINT, so a running ``%%train`` finishes its step, saves ``last.ckpt`` and
     marks its run ``stopped``; once no run this execution started is still running (at most
-    :data:`STOP_WAIT_S`), the kernel is killed and the worker exits. SIGINT itself is ignored: on
-    Ctrl-C in a terminal the whole process group gets it, and the parent decides what stops.
+    :data:`STOP_WAIT_S`), the kernel is killed and the worker exits. SIGINT itself is ignored:
+    the batch process alone decides what stops.
     """
     before = _running_runs(root)
 

@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lightning-lab-installed
 
-.PHONY: install browser-deps demo test lint bench clean
+.PHONY: install browser-deps demo test lint bench clean extension extension-check
 
 install: $(STAMP)
 
@@ -20,6 +20,19 @@ $(STAMP): pyproject.toml
 	   && $(PY) -m pip install -e ".[dev]" ) > $(VENV)/install.log 2>&1 \
 	   || { tail -n 40 $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
+
+# The JupyterLab plugin. Users never need Node: the built bundle (lightning_lab/labextension/) is committed
+# and `pip install -e .` / the wheel install it with the server extension's config (pyproject's shared-data).
+# `make extension` rebuilds it from extension/ (Node 20+, packages from the npm registry via the lock file)
+# and reinstalls the package so the environment serves the new bundle; `make extension-check` only
+# type-checks the TypeScript (tsc, strict).
+extension: install
+	$(PY) -m pip install -q -e ".[extension]"
+	cd extension && npm ci --no-audit --no-fund && PATH="$(abspath $(VENV))/bin:$$PATH" npm run build
+	$(PY) -m pip install -q --no-deps -e .
+
+extension-check:
+	cd extension && npm ci --no-audit --no-fund && npx tsc --noEmit
 
 # Debian's Chromium (apt, needs root) and Playwright's driver, for tests/test_browser.py (skipped without them).
 browser-deps: install

@@ -17,3 +17,13 @@ def load_ipython_extension(ipython: object) -> None:
     from lightning_lab.notebook import load_ipython_extension as load
 
     load(ipython)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server extension (``lightning_lab.server``); jupyter_server is imported only when it loads."""
+    return [{"module": "lightning_lab.server"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt JupyterLab plugin, for ``jupyter labextension develop``."""
+    return [{"src": "labextension", "dest": "lightning-lab-jupyterlab"}]

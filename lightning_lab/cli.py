@@ -1,4 +1,4 @@
-"""The ``lightning-lab`` command: demo, runs (and export, run, batch as they land)."""
+"""The ``lightning-lab`` command: demo, runs, export, run, batch."""
 
 from __future__ import annotations
 
@@ -7,10 +7,6 @@ import sys
 from collections.abc import Sequence
 
 from lightning_lab.errors import LabError
-
-_LATER = {
-    "run": "run a training script on several processes or on Slurm",
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,15 +34,34 @@ def build_parser() -> argparse.ArgumentParser:
                            add_help=False, prefix_chars="\0")
     batch.add_argument("args", nargs=argparse.REMAINDER)
 
-    for command, text in _LATER.items():
-        later = sub.add_parser(command, help=f"{text} (not available yet)")
-        later.add_argument("args", nargs=argparse.REMAINDER)
+    run = sub.add_parser("run", help="run a training script on several processes or on Slurm",
+                         description="Run SCRIPT with the same engine on several local processes (torch's elastic "
+                         "launcher) or as a Slurm job; everything after `--` goes to the script.")
+    run.add_argument("script", help="the training script (e.g. one `lightning-lab export` wrote)")
+    run.add_argument("--backend", choices=("local", "slurm"), default="local", help="where to run (default local)")
+    run.add_argument("--devices", type=int, default=1, help="processes (one per GPU on CUDA) per node (default 1)")
+    run.add_argument("--nodes", type=int, default=1, help="nodes, with --backend slurm (default 1)")
+    run.add_argument("--partition", default=None, help="Slurm partition")
+    run.add_argument("--time", default=None, help="Slurm time limit, e.g. 1:00:00")
+    run.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "cuda"),
+                     help="decides whether Slurm asks for GPUs (default auto: cuda when this machine has one)")
+    run.add_argument("--name", default=None, help="run name (default: the script's name)")
+    run.add_argument("--root", default=None, help="run root (default $LIGHTNING_LAB_ROOT or ./lab_runs)")
+    run.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)  # a run directory prepared by %%train
+    run.add_argument("script_args", nargs="*", metavar="-- ARGS", help="the script's own arguments, after --")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (a user mistake: one line on stderr and 2)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passed: list[str] = []
+    if argv[:1] == ["run"] and "--" in argv:  # `run SCRIPT [options] -- ARGS`: ARGS belong to the script
+        cut = argv.index("--")
+        argv, passed = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        args.script_args = [*args.script_args, *passed]
     try:
         if args.command == "demo":
             from lightning_lab.demo import run_demo
@@ -60,14 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from lightning_lab.batch import main_batch
 
             return main_batch(args.args)
+        elif args.command == "run":
+            from lightning_lab.launch.cli import main_run
+
+            return main_run(args)
         elif args.command == "runs":
             from lightning_lab.runs import list_runs
             from lightning_lab.runs.table import runs_table
 
             print(runs_table(list_runs(args.root, name=args.name)))
-        else:
-            print(f"lightning-lab {args.command}: not available yet ({_LATER[args.command]}).", file=sys.stderr)
-            return 2
     except LabError as err:
         print(f"lightning-lab {args.command}: {err}", file=sys.stderr)
         return 2

@@ -36,20 +36,29 @@ def run_demo(max_epochs: int = 10, root: str | Path | None = None, seed: int = 0
 
 
 def export_and_run(path: Path, root: Path, epochs: int = 2) -> Path:
-    """Export ``path`` to a training script beside the runs and train it for ``epochs`` with plain python."""
+    """Export ``path`` to a training script beside the runs; train it with plain python, then on 2 processes."""
     import subprocess
     import sys
 
     from lightning_lab.export import export_notebook
+    from lightning_lab.runs import list_runs
 
     script = export_notebook(path, output=root / f"{path.stem}.py").output
     print(f"script:     {script}  (exported; `python {script.name} --help` lists its options)")
     env = {**os.environ, "LIGHTNING_LAB_ROOT": str(root)}
-    done = subprocess.run([sys.executable, str(script), "--max-epochs", str(epochs)], env=env, cwd=root,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise ConfigurationError(f"the exported script failed:\n{done.stderr[-2000:]}")
-    print(f"            ran it with plain python for {epochs} epochs: exit 0, a new run under {root}")
+    for devices, how in ((1, "plain python, 1 process"), (2, "--devices 2: 2 DDP workers (gloo)")):
+        before = {run.path for run in list_runs(root)}
+        command = [sys.executable, str(script), "--max-epochs", str(epochs), "--devices", str(devices)]
+        done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ConfigurationError(f"the exported script failed ({how}):\n{done.stderr[-2000:]}")
+        new = [run for run in list_runs(root) if run.path not in before]
+        summary = ""
+        if new:
+            run = new[0]
+            metrics = "  ".join(f"{k}={run.final[k]:.4f}" for k in ("val_acc", "val_loss") if k in run.final)
+            summary = f": {run.status}, world size {run.info.get('world_size')}, {metrics}\n            run {run.path}"
+        print(f"            {how}, {epochs} epochs{summary}")
     return script
 
 

@@ -13,34 +13,20 @@ by ``scripts/install_browser.sh``. Without them this module is skipped.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
+from browser_support import CHROMIUM, CHROMIUM_ARGS, TOKEN, LabServer, browser_missing, keep_artifacts
+from browser_support import wait_for as _wait
 
-CHROMIUM = "/usr/bin/chromium"
-INSTALL = "run scripts/install_browser.sh [VENV] (installs Debian's chromium and playwright==1.65.2 into the venv)"
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing; {INSTALL}", allow_module_level=True)
-try:
-    from playwright.sync_api import Error as PlaywrightError
-    from playwright.sync_api import Page, sync_playwright
-except ImportError:
-    pytest.skip(f"the playwright package is missing; {INSTALL}", allow_module_level=True)
+if browser_missing():
+    pytest.skip(browser_missing(), allow_module_level=True)
+from playwright.sync_api import Error as PlaywrightError  # noqa: E402
+from playwright.sync_api import Page, sync_playwright  # noqa: E402
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-TOKEN = "lightning-lab-browser-test"
 RUN_NAME = "browser"
 
 SETUP = """\
@@ -82,86 +68,9 @@ TRAIN = f"%%train --max-epochs 100 --name {RUN_NAME}\nmodel = Net()"
 
 # ---------------------------------------------------------------------------------------------- server
 
-class LabServer:
-    """``jupyter lab`` on 127.0.0.1 in its own process group, with its state kept under ``tmp``."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.root = tmp / "runs"
-        self.log_path = tmp / "jupyter.log"
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        env = {**os.environ, "LIGHTNING_LAB_ROOT": str(self.root), "PYTHONUNBUFFERED": "1",
-               # nothing from the user's Jupyter set-up (settings, workspaces, config) leaks in
-               "JUPYTER_CONFIG_DIR": str(tmp / "jupyter" / "config"),
-               "JUPYTER_RUNTIME_DIR": str(tmp / "jupyter" / "runtime"),
-               "JUPYTERLAB_SETTINGS_DIR": str(tmp / "jupyter" / "settings"),
-               "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "jupyter" / "workspaces")}
-        env.pop("LIGHTNING_LAB_NO_WIDGET", None)
-        # no "get Jupyter news?" toast over the notebook
-        settings = tmp / "jupyter" / "settings" / "@jupyterlab" / "apputils-extension"
-        settings.mkdir(parents=True)
-        (settings / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-        command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
-                   "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}",
-                   f"--ServerApp.root_dir={tmp}", "--LabApp.news_url=None",
-                   "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                   "--LabApp.extension_manager=readonly"]
-        if os.geteuid() == 0:  # CI containers run as root
-            command.append("--allow-root")
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(command, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-
-    def api(self, path: str) -> object:
-        request = urllib.request.Request(self.url + path, headers={"Authorization": f"token {TOKEN}"})
-        with urllib.request.urlopen(request, timeout=5) as reply:
-            return json.loads(reply.read())
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"jupyter lab exited with code {self.process.returncode}{self.log_tail()}")
-            try:
-                self.api("api/status")
-                return
-            except (OSError, urllib.error.URLError, ValueError):
-                time.sleep(0.25)
-        raise AssertionError(f"jupyter lab did not answer on {self.url} within {timeout:.0f} s{self.log_tail()}")
-
-    def kernels(self) -> list[dict]:
-        return self.api("api/kernels")  # type: ignore[return-value]
-
-    def log_tail(self, lines: int = 40) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n--- jupyter lab log (tail) ---\n" + "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)  # the server and the kernels it started
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-            os.killpg(self.process.pid, signal.SIGKILL)  # stragglers (kernels) in the group
-        except ProcessLookupError:
-            pass
-        self.process.wait(5)
-        self._log.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def lab(tmp_path):
-    server = LabServer(tmp_path)
+    server = LabServer(tmp_path, runs_root=tmp_path / "runs")
     try:
         server.wait_ready()
         yield server
@@ -170,18 +79,6 @@ def lab(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-def _wait(what: str, condition, timeout: float, lab: LabServer, interval: float = 0.1):
-    """``condition()`` once it is truthy; an AssertionError naming ``what`` (with the server log) if not."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{lab.log_tail()}")
-        time.sleep(interval)
-
 
 def _run_dir(root: Path) -> Path | None:
     runs = sorted((root / RUN_NAME).glob("*/run.json")) if (root / RUN_NAME).is_dir() else []
@@ -240,11 +137,7 @@ def test_live_widget_renders_and_its_stop_button_stops_a_busy_cell(lab, tmp_path
             finally:
                 browser.close()
     finally:
-        keep = os.environ.get("LIGHTNING_LAB_BROWSER_SHOTS")  # a folder to copy the screenshots to (CI artifact)
-        if keep:
-            Path(keep).mkdir(parents=True, exist_ok=True)
-            for png in tmp_path.glob("*.png"):
-                shutil.copy(png, Path(keep) / png.name)
+        keep_artifacts(tmp_path, "live-widget-")  # the screenshots, to $LIGHTNING_LAB_ARTIFACTS or test-artifacts/
 
     run_dir, stopped_step, stopped_after = result
     import torch
@@ -287,7 +180,7 @@ def _drive(page: Page, lab: LabServer, tmp_path: Path, fail, interrupts) -> tupl
     except PlaywrightError as err:
         page.screenshot(path=tmp_path / "lab.png")
         raise AssertionError(fail(f"the live widget did not render in the %%train cell: {err}")) from None
-    run_dir = _wait("the run directory", lambda: _run_dir(lab.root), 30, lab)
+    run_dir = _wait("the run directory", lambda: _run_dir(lab.runs_root), 30, lab)
     _wait("a few steps in metrics.jsonl", lambda: _steps(run_dir) >= 5, 30, lab)
     first_curves = image.get_attribute("src")
     _wait("the curves image to be redrawn while training", lambda: image.get_attribute("src") != first_curves, 30, lab)

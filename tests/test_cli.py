@@ -41,9 +41,10 @@ def test_user_mistake_is_one_line_without_traceback(tmp_path):
     assert "max_epochs must be a non-negative integer" in result.stderr
 
 
-def test_commands_not_built_yet_say_so():
-    result = cli("run", "train.py")
-    assert result.returncode == 2 and "not available yet" in result.stderr
+def test_run_names_a_missing_script_in_one_line(tmp_path):
+    result = cli("run", str(tmp_path / "train.py"), "--devices", "2")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"lightning-lab run: script '{tmp_path / 'train.py'}' does not exist."
 
 
 def test_export_writes_a_script_that_lists_its_hyperparameters(tmp_path):

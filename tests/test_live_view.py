@@ -293,3 +293,39 @@ def test_stop_button_front_end_message_and_kernel_interrupt_settings():
     assert calls == [1] and button.disabled
     background = LiveView("demo/run", max_epochs=1, total_steps=10, on_stop=lambda: None, interrupt=False)
     assert not background.stop_button.interrupt and background.stop_button.kernel_id == ""
+
+
+# -- where the time goes ---------------------------------------------------------------------------
+
+
+def _sys_record(step: int) -> dict:
+    return {"step": step, "epoch": 0, "time": 1.0, "sys/data_ms": 6.0, "sys/transfer_ms": 0.0,
+            "sys/compute_ms": 3.0, "sys/optimizer_ms": 0.5, "sys/framework_ms": 0.5, "sys/batch_ms": 10.0,
+            "sys/steps_per_s": 100.0, "sys/samples_per_s": 3200.0, "sys/peak_memory_mb": 512.0,
+            "sys/memory_kind": "rss",
+            "sys/advice": ["data-bound: 60% of each batch waits for the next batch. In the DataLoader set "
+                           "num_workers=2 (now 0), persistent_workers=True (now False)."]}
+
+
+def test_the_insight_strip_shows_the_phases_throughput_and_advice_while_training():
+    view = LiveView("demo/run-1", max_epochs=1, total_steps=100, clock=FakeClock())
+    view.update(_records(range(1, 5)), step=4, epoch=0)
+    assert view.insight.value == ""  # nothing measured yet: no empty bar
+    view.update([_sys_record(5)], step=5, epoch=0)
+    strip = view.insight.value
+    assert "data wait 60%" in strip and "forward+backward 30%" in strip
+    assert "3,200 samples/s" in strip and "peak RSS 512 MiB" in strip
+    assert "num_workers=2 (now 0)" in strip
+    assert "sys/" not in view.table.value  # system metrics are not model metrics
+
+
+def test_the_strip_ends_with_the_whole_runs_summary():
+    from lightning_lab.runs.insight import Insight
+
+    view = LiveView("demo/run-1", max_epochs=1, total_steps=100, clock=FakeClock())
+    view.update([_sys_record(5)], step=5, epoch=0)
+    view.show_insight(Insight(phases_ms={"data": 1.0, "compute": 9.0}, batch_ms=10.0, batches=42, steps_per_s=100.0))
+    assert "where the time went (42 batches)" in view.insight.value
+    assert "forward+backward 90%" in view.insight.value
+    view.finish("completed")
+    assert "forward+backward 90%" in view.insight.value

@@ -67,7 +67,7 @@ class Kernel:
         return self.client.execute(code)
 
     def collect(self, msg_id: str, timeout: float = 180) -> dict:
-        out = {"stdout": "", "stderr": "", "mimetypes": [], "error": None, "images": 0}
+        out = {"stdout": "", "stderr": "", "mimetypes": [], "error": None, "images": 0, "html": ""}
         deadline = time.monotonic() + timeout
         while True:
             msg = self.client.get_iopub_msg(timeout=max(1.0, deadline - time.monotonic()))
@@ -79,6 +79,7 @@ class Kernel:
             elif kind in ("display_data", "execute_result"):
                 out["mimetypes"].extend(content["data"])
                 out["images"] += "image/png" in content["data"]
+                out["html"] += content["data"].get("text/html", "")
             elif kind == "error":
                 out["error"] = f"{content['ename']}: {content['evalue']}"
             elif kind == "status" and content["execution_state"] == "idle":
@@ -261,3 +262,27 @@ def test_quickstart_notebook_runs_with_train_magic(tmp_path, monkeypatch):
     assert "accuracy of the trained model in the namespace: 0.9" in text
     runs_cell = notebook.cells[-1]
     assert any("image/png" in o.get("data", {}) for o in runs_cell.outputs)
+
+
+def test_profile_option_writes_a_trace_and_shows_the_top_operators(kernel):
+    out = kernel.run("%%train --max-epochs 1 --profile --name profiled\n"
+                     "model = Net()\n"
+                     "train_loader = DataLoader(TensorDataset(X, Y), batch_size=16, shuffle=True)")
+    assert out["error"] is None and "Traceback" not in out["stderr"], out
+    assert "top operators by self CPU time" in out["html"] and "aten::" in out["html"]
+    assert "where the time went" in out["html"]  # the insight strip, kept in the saved notebook
+    (run,) = list_runs(kernel.root, name="profiled")
+    assert json.loads((run.path / "profile" / "trace.json").read_text())["traceEvents"]
+    assert run.info["insight"]["profile"]["top_ops"]
+
+
+def test_find_lr_option_plots_suggests_and_leaves_the_weights(kernel):
+    out = kernel.run("%%train --find-lr --name sweep\n"
+                     "model = Net()\n"
+                     "w0 = model.layer.weight.detach().clone()\n"
+                     "train_loader = DataLoader(TensorDataset(X, Y), batch_size=16, shuffle=True)")
+    assert out["error"] is None and "Traceback" not in out["stderr"], out
+    assert out["images"] == 1 and "suggested learning rate:" in out["stdout"]
+    check = kernel.run("print(torch.equal(w0, model.layer.weight), 1e-7 < _lr_find.suggestion < 1.0)")
+    assert check["stdout"].strip() == "True True"
+    assert list_runs(kernel.root, name="sweep") == []  # a sweep trains nothing for real

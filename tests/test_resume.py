@@ -115,7 +115,10 @@ def fit(
 
 
 def records(run_dir: Path) -> list[dict]:
-    return [{k: v for k, v in record.items() if k != "time"} for record in load_run(run_dir).metrics]
+    """The logged training records without wall-clock fields: the time, and the engine's ``sys/...``
+    timing records (written about once a second, so their number and values differ run to run)."""
+    return [{k: v for k, v in record.items() if k != "time"} for record in load_run(run_dir).metrics
+            if not any(k.startswith("sys/") for k in record)]
 
 
 def assert_same_weights(a: nn.Module, b: nn.Module) -> None:

@@ -19,10 +19,11 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import sys
 import threading
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -32,6 +33,7 @@ from lightning_lab._io import atomic_write
 from lightning_lab.engine.data import PreparedLoader, move_to_device, prepare_loader
 from lightning_lab.engine.environment import ClusterEnvironment, detect_environment
 from lightning_lab.engine.precision import make_precision
+from lightning_lab.engine.relaunch import main_command
 from lightning_lab.engine.seed import fresh_seed
 from lightning_lab.errors import CheckpointError, ConfigurationError
 
@@ -72,12 +74,18 @@ class Engine:
                 f"devices={devices!r} × num_nodes={num_nodes} asks for {expected} processes, but the launcher "
                 f"started {self.environment.world_size}. Make them agree, or pass devices='auto'."
             )
+        # devices > 1 in a plain `python script.py`: this process will start the workers (launch()).
+        self.workers_to_start = 0
         if not self.environment.distributed and expected > 1:
-            raise ConfigurationError(
-                f"devices={devices!r} (× num_nodes={num_nodes}) needs {expected} processes, one per device. "
-                f"Start them with `torchrun --nproc_per_node {self.devices} your_script.py`, "
-                "or use devices=1 to train in this process."
-            )
+            if num_nodes > 1 or main_command() is None:
+                raise ConfigurationError(
+                    f"devices={devices!r} (× num_nodes={num_nodes}) needs {expected} processes, one per device. "
+                    f"From a script, `python your_script.py` with devices={self.devices} starts them itself "
+                    f"(or `torchrun --nproc_per_node {self.devices} your_script.py`); in a notebook use "
+                    f"`%%train --devices {self.devices}`; several nodes need a launcher such as Slurm "
+                    "(`lightning-lab run SCRIPT --backend slurm`). Or use devices=1 to train in this process."
+                )
+            self.workers_to_start = self.devices
         # Phase 3: the strategy.
         if strategy not in STRATEGIES:
             raise ConfigurationError(
@@ -130,6 +138,8 @@ class Engine:
         """Join the process group (gloo on CPU, NCCL on CUDA) when several processes take part."""
         if self._launched:
             return
+        if self.workers_to_start:
+            self.start_workers()
         self._launched = True
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -143,6 +153,36 @@ class Engine:
             backend, rank=env.global_rank, world_size=env.world_size,
             timeout=datetime.timedelta(minutes=30),
         )
+
+    def start_workers(self, run_dir: str | os.PathLike[str] | None = None, name: str | None = None,
+                      root: str | os.PathLike[str] | None = None) -> NoReturn:
+        """Start this program again as ``devices`` DDP workers, wait for them, and exit with their code.
+
+        Called by :meth:`launch` (and ``Trainer.fit``) when ``devices > 1`` in a process no launcher
+        started. The workers run the whole program from the top; this process only supervises them
+        (rank 0's output is shown here, every rank's is kept in the run's ``logs/``).
+
+        Args:
+            run_dir: The run directory the workers write; by default ``$LIGHTNING_LAB_RUN_DIR`` or a
+                new one under ``root`` named ``name`` (default: the script's name).
+            name: Run name for a new run directory.
+            root: Run root for a new run directory.
+        """
+        from lightning_lab.engine.relaunch import RUN_DIR_ENV, run_workers
+        from lightning_lab.runs.lifecycle import new_run_dir
+
+        command = main_command()
+        if command is None:  # checked in __init__; the program cannot be started again from here
+            raise ConfigurationError("devices > 1 needs a script to start again; run it with python or torchrun.")
+        if run_dir is None and os.environ.get(RUN_DIR_ENV):
+            run_dir = os.environ[RUN_DIR_ENV]
+        if run_dir is None:
+            default = Path(command[1] if command[0] == "-m" else command[0]).stem
+            run_dir = new_run_dir(root, name or default)
+        print(f"lightning_lab: starting {self.workers_to_start} workers (torch elastic launch, "
+              f"{'nccl' if self.accelerator == 'cuda' else 'gloo'}); run directory {run_dir}", file=sys.stderr,
+              flush=True)
+        raise SystemExit(run_workers(self.workers_to_start, command, Path(run_dir)))
 
     def setup(self, model: nn.Module, *optimizers: torch.optim.Optimizer) -> Any:
         """Move ``model`` to the device and, with several processes, wrap it for DDP.

@@ -22,12 +22,14 @@ class TextProgress(Callback):
 
     ``mode="bar"`` redraws one line in place at most ``refresh_hz`` times a second (terminals);
     ``mode="lines"`` prints a new line at most every ``line_interval`` seconds and at each epoch
-    end, so papermill outputs and CI logs stay readable.
+    end, so papermill outputs and CI logs stay readable. When training ends it prints where the
+    time went and the advice (``show_insight=False`` leaves that out).
     """
 
     def __init__(self, mode: str = "lines", stream: IO[str] | None = None, refresh_hz: float = 8.0,
-                 line_interval: float = 10.0) -> None:
+                 line_interval: float = 10.0, show_insight: bool = True) -> None:
         self.mode = mode
+        self.show_insight = show_insight
         self.stream = stream or sys.stdout
         self.interval = 1.0 / refresh_hz if mode == "bar" else line_interval
         self._next = 0.0
@@ -62,6 +64,8 @@ class TextProgress(Callback):
             self._write("\n")
         elif trainer.global_step != self._shown_step:  # stopped mid-epoch: say where it ended
             self._show(trainer, trainer._loop.batches_done, time.monotonic())
+        if self.show_insight and trainer.insight is not None and trainer.insight.batches:
+            self._write(trainer.insight.text() + "\n")
 
     def _show(self, trainer: Trainer, batch: int | None, now: float, end: bool = False) -> None:
         elapsed = max(now - self._t0, 1e-9)

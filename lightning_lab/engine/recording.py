@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_lab.engine.checkpoint import plain, versions
+from lightning_lab.engine.relaunch import RUN_DIR_ENV  # set by launchers that prepared the run directory
 from lightning_lab.errors import CheckpointError
 from lightning_lab.runs import Run, RunWriter, find_last_checkpoint, resolve_root
 
 if TYPE_CHECKING:
     from lightning_lab.engine.module import LabModule
     from lightning_lab.engine.trainer import Trainer
-
-RUN_DIR_ENV = "LIGHTNING_LAB_RUN_DIR"  # set by launchers that prepared the run directory
 
 
 class RunRecorder:
@@ -130,6 +129,7 @@ class RunRecorder:
             "world_size": engine.world_size,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            **({"slurm_job_id": os.environ["SLURM_JOB_ID"]} if backend == "slurm" and "SLURM_JOB_ID" in os.environ else {}),
             "versions": versions(),
             "source": self.source or _source_info(),
         }
@@ -154,10 +154,25 @@ class RunRecorder:
             for logger in trainer.loggers:
                 logger.log_metrics(record)
 
+    def log_system(self, values: dict[str, Any]) -> None:
+        """Queue one ``sys/...`` record (rank 0): the run directory only, not the loggers."""
+        if self.writer is not None:
+            trainer = self.trainer
+            record = {"step": trainer.global_step, "epoch": trainer.current_epoch, "time": time.time()}
+            record.update(values)
+            self.writer.log(record)
+
     def flush(self) -> None:
         """Write queued records now (before a checkpoint records how many there are)."""
         if self.writer is not None:
             self.writer.flush()
+
+    def add_preemption(self) -> None:
+        """Record in run.json that a preemption stopped the run at this step (rank 0)."""
+        if self.writer is not None:
+            previous = list(self.writer.info.get("preemptions", []))
+            self.writer.update(preemptions=[*previous, {"step": self.trainer.global_step, "time": time.time(),
+                                                        "slurm_job_id": os.environ.get("SLURM_JOB_ID")}])
 
     def position(self) -> dict[str, Any]:
         """Which run, and how many records it holds: a resume keeps exactly those."""
@@ -173,7 +188,9 @@ class RunRecorder:
         for logger in self.trainer.loggers:
             logger.finalize(status)
         if self.writer is not None:
-            self.writer.close(status, final=final, error=error)
+            insight = self.trainer.insight if stage == "fit" else None  # where the fit's time went
+            more = {"insight": insight.to_dict()} if insight is not None else {}
+            self.writer.close(status, final=final, error=error, **more)
             self.writer = None
 
 

@@ -1,4 +1,4 @@
-"""Graceful stop requests: Ctrl-C / kernel interrupt, and a ``STOP`` file in the run directory."""
+"""Graceful stop requests: Ctrl-C / kernel interrupt, a ``STOP`` file, and Slurm's preemption signal."""
 
 from __future__ import annotations
 
@@ -20,12 +20,18 @@ class StopRequests:
     ``poll_interval`` seconds, so the per-step cost is one clock read.
     """
 
-    def __init__(self, poll_interval: float = 0.5) -> None:
+    # Under DDP the ranks agree on a stop by an all-reduce (max) of these codes.
+    _CODES = {None: 0, "stop file": 1, "requested": 1, "interrupt": 2, "preempted": 3}
+    _REASONS = {1: "requested", 2: "interrupt", 3: "preempted"}
+
+    def __init__(self, poll_interval: float = 0.5, preemptible: bool = False) -> None:
         self.reason: str | None = None
+        self.preemptible = preemptible  # SIGUSR1 (Slurm's warning before the time limit) → "preempted"
         self.stop_file: Path | None = None
         self._poll_interval = poll_interval
         self._next_poll = 0.0
         self._previous: Any = None
+        self._previous_usr1: Any = None
         self._installed = False
 
     def request(self, reason: str) -> None:
@@ -43,19 +49,38 @@ class StopRequests:
                     self.reason = "stop file"
         return self.reason
 
+    def agree(self, engine: Any) -> str | None:
+        """The stop reason all ranks agree on (one small all-reduce): any rank asking stops them all."""
+        import torch
+
+        local = self._CODES.get(self.requested(), 1)
+        agreed = int(engine.all_reduce(torch.tensor([local], dtype=torch.int32), op="max").item())
+        if agreed > local:
+            self.reason = self._REASONS[agreed]
+        return self.reason
+
     def install(self) -> None:
-        """Take over SIGINT (main thread only; elsewhere signals cannot be handled)."""
+        """Take over SIGINT, and SIGUSR1 when preemptible (main thread only; elsewhere signals cannot be handled)."""
         if threading.current_thread() is not threading.main_thread():
             return
         self._previous = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, self._on_sigint)
+        if self.preemptible:
+            self._previous_usr1 = signal.signal(signal.SIGUSR1, self._on_sigusr1)
         self._installed = True
 
     def uninstall(self) -> None:
-        """Give SIGINT back to whoever had it."""
+        """Give SIGINT (and SIGUSR1) back to whoever had them."""
         if self._installed:
             signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
+            if self.preemptible:
+                signal.signal(signal.SIGUSR1, self._previous_usr1 if self._previous_usr1 is not None else signal.SIG_DFL)
             self._installed = False
+
+    def _on_sigusr1(self, signum: int, frame: FrameType | None) -> None:
+        self.reason = "preempted"  # overrides a plain stop: the job must come back
+        print("\nlightning_lab: preemption signal (SIGUSR1): saving last.ckpt after this step, then requeueing.",
+              file=sys.stderr, flush=True)
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         if self.reason == "interrupt":

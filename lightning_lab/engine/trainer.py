@@ -9,14 +9,16 @@ import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from lightning_lab.callbacks.base import Callback
+from lightning_lab.engine.advice import Setup
 from lightning_lab.engine.checkpoint import LoopState, build_checkpoint, load_checkpoint, load_weights
-from lightning_lab.engine.data import iterate, loader_length, move_to_device, prepare_loader
+from lightning_lab.engine.data import batch_size_of, iterate, loader_length, move_to_device, prepare_loader
 from lightning_lab.engine.engine import BackgroundCheckpointWriter, Engine
 from lightning_lab.engine.metrics import MetricCollector
 from lightning_lab.engine.module import LabDataModule, LabModule, is_overridden
@@ -29,10 +31,17 @@ from lightning_lab.engine.options import (
     check_positive,
     default_callbacks,
 )
+from lightning_lab.engine.preemption import preemptible, requeue_after_preemption, requeued_checkpoint
+from lightning_lab.engine.profiling import Profiler
 from lightning_lab.engine.recording import RunRecorder
 from lightning_lab.engine.seed import fresh_seed, restore_rng_state, seed_everything
 from lightning_lab.engine.stopping import StopRequests
+from lightning_lab.engine.timing import StepTimer, setup_of
 from lightning_lab.errors import CheckpointError, ConfigurationError, LabError, NonFiniteError, UserCodeError
+from lightning_lab.runs.insight import Insight
+
+if TYPE_CHECKING:
+    from lightning_lab.engine.lr_finder import LRFinderResult
 
 _END = object()
 _NO_SYNC = nullcontext()
@@ -49,6 +58,12 @@ class Trainer:
         root_dir / name: the run directory is ``<root_dir>/<name>/<run id>/``.
         progress: ``"auto"`` (a bar on a terminal, periodic lines otherwise), ``"bar"``,
             ``"lines"``, ``False``, or a Callback that draws progress itself.
+        profile: run torch.profiler over a few batches after warm-up; the Chrome trace goes to
+            ``<run dir>/profile/trace.json`` and the top operators into :attr:`insight`.
+
+    Every fit measures where each batch's time goes (data wait, transfer, forward+backward,
+    optimizer, framework) and leaves the summary, with advice, in :attr:`insight` and
+    ``run.json["insight"]``; :meth:`find_lr` sweeps the learning rate.
 
     Example::
 
@@ -85,6 +100,7 @@ class Trainer:
         log_every_n_steps: int = 1,
         detect_anomaly: bool = False,
         progress: str | bool | Callback = "auto",
+        profile: bool = False,
     ) -> None:
         check_positive("accumulate_grad_batches", accumulate_grad_batches)
         check_positive("check_val_every_n_epoch", check_val_every_n_epoch)
@@ -127,6 +143,8 @@ class Trainer:
         self.root_dir = root_dir
         self.callbacks: list[Callback] = default_callbacks(callbacks, enable_checkpointing, progress,
                                                             self.engine.is_global_zero)
+        if profile and not any(isinstance(c, Profiler) for c in self.callbacks):
+            self.callbacks.insert(0, Profiler())  # first: its result is in the insight the others show
         self.loggers: list[Any] = [] if loggers is None else list(loggers) if isinstance(loggers, Sequence) else [loggers]
         self.config: dict[str, Any] = {
             "max_epochs": max_epochs, "max_steps": max_steps, "accelerator": self.engine.accelerator,
@@ -136,6 +154,7 @@ class Trainer:
             "check_val_every_n_epoch": check_val_every_n_epoch, "limit_train_batches": limit_train_batches,
             "limit_val_batches": limit_val_batches, "fast_dev_run": fast_dev_run, "deterministic": deterministic,
             "seed": seed, "log_every_n_steps": log_every_n_steps, "enable_checkpointing": enable_checkpointing,
+            "profile": bool(profile),
         }
         # State of the current (or last) run.
         self.state = "idle"
@@ -159,6 +178,9 @@ class Trainer:
         self._hooks: dict[str, list[Any]] = {}
         self._module_hooks: set[str] = set()
         self._on_cpu = self.engine.device.type == "cpu"
+        self._timer = StepTimer(Setup())
+        self.insight: Insight | None = None
+        """Where the last fit's time went, with advice (see :class:`~lightning_lab.runs.insight.Insight`)."""
 
     # ------------------------------------------------------------------ public state
     @property
@@ -229,6 +251,10 @@ class Trainer:
                 "whose train_dataloader() returns one."
             )
         val_loaders = as_list(self._loader_from("val_dataloaders", val_dataloaders, datamodule, "val_dataloader"))
+        if self.engine.workers_to_start:  # devices > 1 in a plain `python script.py`: become the supervisor
+            self.engine.start_workers(name=self._recorder._name_for(model), root=self.root_dir)
+        if ckpt_path is None:
+            ckpt_path = requeued_checkpoint()  # a requeued Slurm job continues from its last.ckpt
         checkpoint, ckpt_file = self._read_checkpoint(ckpt_path, model)
         if checkpoint is not None:  # a model mismatch fails before the checkpoint's run is reopened
             load_weights(model, checkpoint, ckpt_file)
@@ -238,8 +264,50 @@ class Trainer:
             self._call("on_train_start")
             while not self._fit_done():
                 self._train_epoch()
+            self.insight = self._timer.summary()  # written into run.json when the run closes
             self._call("on_train_end")
             self._call("on_fit_end")
+        if self._stops.reason == "preempted":
+            requeue_after_preemption(self)
+
+    def find_lr(self, model: LabModule, train_dataloaders: Any = None, datamodule: LabDataModule | None = None,
+                min_lr: float = 1e-7, max_lr: float = 1.0, num_steps: int = 100,
+                early_stop_threshold: float | None = 4.0) -> LRFinderResult:
+        """Sweep the learning rate exponentially from ``min_lr`` to ``max_lr`` and suggest one.
+
+        Trains ``num_steps`` steps from the current weights (the optimizer from
+        ``configure_optimizers``, its rate overridden each step), stopping early when the
+        smoothed loss exceeds ``early_stop_threshold`` × its best. The weights, the optimizer's
+        state, the RNG states and train/eval mode are restored afterwards; nothing is recorded.
+        The suggestion is the rate where the smoothed loss falls fastest (see
+        :mod:`lightning_lab.engine.lr_finder`).
+
+        Returns:
+            An :class:`~lightning_lab.engine.lr_finder.LRFinderResult`: ``.suggestion``, ``.lrs``,
+            ``.losses``, ``.plot()`` (a matplotlib Figure) and ``.png()``.
+
+        Raises:
+            ConfigurationError: a bad range or step count, or no training data.
+
+        Example::
+
+            result = Trainer().find_lr(model, train_loader)
+            print(result.suggestion)
+        """
+        from lightning_lab.engine.lr_finder import check_range, run_sweep
+
+        check_range(min_lr, max_lr, num_steps, early_stop_threshold)
+        if datamodule is not None and not isinstance(datamodule, LabDataModule):
+            raise UserCodeError(f"datamodule must be a LabDataModule, got {type(datamodule).__name__}.")
+        if datamodule is not None:
+            datamodule.setup("fit")
+        loader = self._loader_from("train_dataloaders", train_dataloaders, datamodule, "train_dataloader")
+        if loader is None:
+            raise ConfigurationError(
+                "trainer.find_lr got no training data: pass train_dataloaders=DataLoader(...) or a datamodule "
+                "whose train_dataloader() returns one."
+            )
+        return run_sweep(self, model, loader, min_lr, max_lr, num_steps, early_stop_threshold)
 
     def _train_epoch(self) -> None:
         loop = self._loop
@@ -250,13 +318,22 @@ class Trainer:
             self._run_validation()  # the checkpoint was taken just before this validation
         self.module.train()
         total = self.num_training_batches
+        # Where the time goes (see engine/timing.py): a clock read at each phase boundary.
+        timer = self._timer
+        gpu = timer.gpu
+        start = timer.epoch_start()  # worker start-up in iterate() is data wait too
         batches = iterate(self._train_loader, loop.epoch, skip_batches=first)
         exhausted = True
         for batch_idx in itertools.count(first):
             batch = next(batches, _END) if batch_idx < total else _END
             if batch is _END:
                 break
-            batch = self._to_device(batch)
+            fetched = moved = perf_counter()
+            if gpu is not None:
+                gpu.mark(0)
+                batch = self._to_device(batch)
+                gpu.mark(1)
+                moved = perf_counter()
             self._metrics.batch = batch  # on_epoch means weigh by this batch's size
             self._call("on_train_batch_start", batch, batch_idx)
             outputs = self._training_step(batch, batch_idx)
@@ -265,8 +342,14 @@ class Trainer:
             self._record_step(loop.batches_done)  # complete before callbacks (checkpoints) see the batch
             self._call_callbacks("on_train_batch_end", outputs, batch, batch_idx)
             if self._validation_due(loop.batches_done):
+                paused = perf_counter()
                 self._run_validation()
-            if self._micro == 0 and self._stop_now():
+                timer.paused += perf_counter() - paused
+            stepped = self._micro == 0
+            stop = stepped and self._stop_now()
+            end = perf_counter()
+            start = timer.record() if timer.add(start, fetched, moved, end, stepped) else end
+            if stop:
                 exhausted = loop.batches_done >= total
                 break
         if exhausted:
@@ -285,6 +368,8 @@ class Trainer:
         boundary = self._micro == self.accumulate_grad_batches or batch_idx + 1 == self.num_training_batches
         sync = _NO_SYNC if boundary or self._ddp is None else self._ddp.no_sync()
         self._metrics.hook = "training_step"
+        timer = self._timer
+        timer.c0 = perf_counter()
         with sync:
             with self.engine.precision.forward_context():
                 outputs = self._forward(batch, batch_idx)
@@ -292,8 +377,15 @@ class Trainer:
             if self.accumulate_grad_batches > 1:
                 loss = loss / self.accumulate_grad_batches
             self.engine.precision.backward(loss)
+        gpu = timer.gpu
+        if gpu is not None:
+            gpu.mark(2)
+        timer.c1 = timer.o1 = perf_counter()
         if boundary:
             self._optimizer_step(batch_idx)
+            timer.o1 = perf_counter()
+        if gpu is not None:
+            gpu.mark(3)
         return outputs
 
     def _optimizer_step(self, batch_idx: int) -> None:
@@ -513,6 +605,9 @@ class Trainer:
         self._micro = 0
         self.should_stop = False
         self._hooks = {}
+        self._timer = StepTimer(setup_of(self, self._train_loader), emit=self._recorder.log_system,
+                                batch_size=lambda: batch_size_of(self._metrics.batch), device=engine.device)
+        self.insight = None
         if checkpoint is not None:
             restore_rng_state(checkpoint["rng"])
 
@@ -538,7 +633,7 @@ class Trainer:
         """Open the run directory, watch for stop requests, and record how the run ended."""
         self.engine.launch()
         self._recorder.open(stage, self.module, checkpoint, ckpt_file)
-        self._stops = StopRequests()
+        self._stops = StopRequests(preemptible=stage == "fit" and preemptible())
         self._stops.stop_file = self._recorder.stop_file
         if stage == "fit":
             self._stops.install()
@@ -549,6 +644,8 @@ class Trainer:
                 yield
             if self._stops.reason is not None:
                 status = "stopped"
+                if self._stops.reason == "preempted":
+                    self._recorder.add_preemption()
         except KeyboardInterrupt:
             status, raising = "stopped", True
             raise
@@ -568,7 +665,7 @@ class Trainer:
                     status, error = "failed", _error_summary(err)
             self._recorder.close(status, self.callback_metrics, error)
             self.state = "idle"
-            if status == "stopped" and stage == "fit" and self.is_global_zero:
+            if status == "stopped" and stage == "fit" and self.is_global_zero and self._stops.reason != "preempted":
                 print(self._resume_hint(), file=sys.stderr, flush=True)
             if late is not None and not raising:
                 raise late
@@ -601,7 +698,9 @@ class Trainer:
         return batch if self._on_cpu else move_to_device(batch, self.engine.device)
 
     def _loss_of(self, outputs: Any, batch_idx: int) -> torch.Tensor:
-        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        # A plain tensor first: the Mapping check is an ABC isinstance, slow for a per-step call.
+        loss = outputs if type(outputs) is torch.Tensor else outputs.get("loss") if isinstance(
+            outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor) and loss.requires_grad and loss.numel() == 1:
             if loss.is_cpu and not math.isfinite(loss.item()):  # on CUDA this would sync every step
                 self._raise_non_finite("loss", loss.item(), batch_idx)
@@ -684,6 +783,8 @@ class Trainer:
     def _stop_now(self) -> bool:
         if self.max_steps >= 0 and self.global_step >= self.max_steps:
             return True
+        if self.engine.distributed:  # every rank must stop at the same step, or the others hang
+            return self.should_stop or self._stops.agree(self.engine) is not None
         return self.should_stop or self._stops.requested() is not None
 
     def _fit_done(self) -> bool:

@@ -16,7 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from lightning_lab.notebook.curves import CurvePlot
+from lightning_lab.notebook.insight_view import html_from_insight, html_from_record
 from lightning_lab.notebook.stop_button import make_stop_button
+from lightning_lab.runs.insight import SYS_BATCH_MS, Insight, is_sys_metric
 from lightning_lab.runs.records import INDEX_KEYS
 
 RATE_WINDOW_SECONDS = 10.0
@@ -116,6 +118,7 @@ class LiveView:
         self._samples: deque[tuple[float, int]] = deque()  # (time, step) over the rate window
         self._rate: float | None = None
         self._latest: dict[str, float] = {}
+        self._system: dict[str, Any] | None = None  # the newest sys/... record (where the time goes)
         self._last_redraw_at: float | None = None
         self._drawn_version = -1
 
@@ -129,10 +132,13 @@ class LiveView:
         if on_stop is None:
             self.stop_button.layout.display = "none"
         self.table = widgets.HTML()
+        self.insight = widgets.HTML()
+        """The "where the time goes" strip: phase bar, throughput and advice (empty until measured)."""
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", display="none"))
         self.widget = widgets.VBox([
             self.header,
             widgets.HBox([self.progress, self.stop_button], layout=widgets.Layout(align_items="center")),
+            self.insight,
             widgets.HBox([self.table, self.image], layout=widgets.Layout(flex_flow="row wrap",
                                                                          align_items="flex-start")),
         ])
@@ -173,6 +179,7 @@ class LiveView:
             self.curves.clear()
             self._latest.clear()
             self._samples.clear()
+            self._system = None
         self.curves.add(records)
         self._take_latest(records)
         self._status = status
@@ -181,6 +188,7 @@ class LiveView:
         self._render_header()
         self._render_progress()
         self._render_table()
+        self._render_insight()
         if self._redraw_due(now):
             self._redraw()
 
@@ -253,9 +261,27 @@ class LiveView:
 
     def _take_latest(self, records: list[dict[str, Any]]) -> None:
         for record in records:
+            if SYS_BATCH_MS in record:  # the engine's timing record: the insight strip shows it
+                self._system = record
+                continue
             for name, value in record.items():
-                if name not in INDEX_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if (name not in INDEX_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)
+                        and not is_sys_metric(name)):
                     self._latest[name] = float(value)
+
+    def show_insight(self, insight: Insight) -> None:
+        """Show a whole run's summary in the strip (at the end, in place of the last live window)."""
+        self._system = None
+        value = html_from_insight(insight)
+        if self.insight.value != value:
+            self.insight.value = value
+
+    def _render_insight(self) -> None:
+        if self._system is None:
+            return
+        value = html_from_record(self._system)
+        if self.insight.value != value:
+            self.insight.value = value
 
     def _measure_rate(self, now: float, step: int) -> None:
         if self._started_at is None:

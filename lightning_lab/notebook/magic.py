@@ -37,7 +37,8 @@ class LabMagics(Magics):
     @argument("--root", default=None, help="run root (default: $LIGHTNING_LAB_ROOT or ./lab_runs)")
     @argument("--resume", action="store_true", help="continue the last run of this name from its last.ckpt")
     @argument("--backend", default="inprocess", choices=("inprocess", "local", "slurm"),
-              help="where to train (default: in this kernel)")
+              help="where to train: in this kernel (default; --devices N > 1 means local), local worker "
+                   "processes, or a Slurm job — the cell is exported and launched, metrics stream back")
     @argument("--nodes", type=int, default=1, help="nodes, with --backend slurm")
     @argument("--partition", default=None, help="Slurm partition, with --backend slurm")
     @argument("--time", default=None, help="Slurm time limit, with --backend slurm")
@@ -47,6 +48,10 @@ class LabMagics(Magics):
     @argument("--no-widget", action="store_true", help="text progress instead of the live widget")
     @argument("--background", action="store_true",
               help="train on a background thread: the cell returns at once and the notebook stays usable")
+    @argument("--profile", action="store_true",
+              help="run torch.profiler over a few batches: Chrome trace in the run directory, top operators shown")
+    @argument("--find-lr", action="store_true",
+              help="instead of training, sweep the learning rate: plot loss vs rate and suggest one")
     @cell_magic
     def train(self, line: str, cell: str) -> None:
         """Run the cell, then train the model it defines with the lightning_lab Trainer.
@@ -61,7 +66,14 @@ class LabMagics(Magics):
             print(f"%%train: {err}", file=sys.stderr)
             return
         try:
-            self._train(args, cell)
+            from lightning_lab.notebook.remote import train_remote, wants_processes
+
+            if wants_processes(args):  # --devices N / --backend local|slurm: fresh processes, not this kernel
+                if args.profile or args.find_lr:
+                    raise LabError("--profile and --find-lr run in this kernel: drop --devices/--backend for them.")
+                train_remote(self.shell, args, line, cell)
+            else:
+                self._train(args, cell)
         except LabError as err:
             print(f"%%train: {err}", file=sys.stderr)
 
@@ -70,11 +82,6 @@ class LabMagics(Magics):
         from lightning_lab.engine.trainer import Trainer
         from lightning_lab.notebook.session import NotebookProgress, widget_available
 
-        if args.backend != "inprocess" or (args.devices not in ("auto", "1") and args.devices != 1):
-            raise LabError(
-                "%%train: training on several processes or on Slurm (--devices N, --backend local|slurm) is not "
-                "available yet; train in this kernel with --devices 1 (the default)."
-            )
         ns = self.shell.user_ns
         if args.seed is not None:
             seed_everything(args.seed)  # before the body: the model's initial weights are reproducible
@@ -85,13 +92,16 @@ class LabMagics(Magics):
         body_names = assigned_names(source)
         model_name, model = find_model(ns, body_names, args.model)
         data = find_data(ns, body_names, args.data, args.val)
+        if args.find_lr:
+            _find_lr(ns, model_name, model, data, args)
+            return
         widget = not args.no_widget and widget_available()
         progress = NotebookProgress(background=args.background) if widget else "lines"
         trainer = Trainer(
             max_epochs=args.max_epochs, max_steps=args.max_steps, accelerator=args.accelerator,
             devices=1, precision=args.precision, accumulate_grad_batches=args.accumulate,
             gradient_clip_val=args.clip, val_check_interval=args.val_check_interval, seed=args.seed,
-            name=args.name, root_dir=args.root, progress=progress,
+            name=args.name, root_dir=args.root, progress=progress, profile=args.profile,
         )
         trainer._recorder.source = _notebook_source(ns, model_name, data["names"])
         trainer._recorder.source_files = {"cells.py": _cells_text(ns, cell)}
@@ -143,6 +153,24 @@ class LabMagics(Magics):
         from lightning_lab.export import magic_export
 
         magic_export(line)
+
+
+def _find_lr(ns: dict[str, Any], model_name: str, model: Any, data: dict[str, Any], args: Any) -> None:
+    """``%%train --find-lr``: the sweep's plot and suggestion in the cell; ``_lr_find`` holds the result."""
+    from IPython.display import Image, display
+
+    from lightning_lab.engine.trainer import Trainer
+
+    trainer = Trainer(accelerator=args.accelerator, precision=args.precision, progress=False, seed=args.seed)
+    result = trainer.find_lr(model, data.get("train"), datamodule=data.get("datamodule"))
+    ns["_lr_find"] = result
+    display(Image(data=result.png(), format="png"))
+    if result.suggestion is None:
+        print("%%train --find-lr: the sweep was too short to suggest a rate; see the plot (_lr_find).")
+        return
+    print(f"suggested learning rate: {result.suggestion:.3g} (steepest descent of the loss; "
+          f"{model_name}'s weights are unchanged). Use it in configure_optimizers, then run %%train "
+          "without --find-lr.")
 
 
 def _fit_in_background(fit: Any, trainer: Any, ns: dict[str, Any]) -> None:

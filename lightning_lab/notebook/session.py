@@ -96,12 +96,17 @@ class NotebookProgress(Callback):
 
         trainer._recorder.flush()
         self._update(trainer)
+        insight = trainer.insight if trainer.insight is not None and trainer.insight.batches else None
+        if insight is not None:
+            self.view.show_insight(insight)
         png = self.view.finish(status, message)
         self.view = None
         # Saved notebooks (GitHub, nbviewer, papermill) show this image where widgets do not render.
         # A background run's cell has returned: its final curves stay in the widget's image.
         if png is not None and not self.background:
             show_static_png(png)
+        if insight is not None and not self.background:
+            show_insight_html(insight)
 
 
 def _total_steps(trainer: Trainer) -> int | None:
@@ -111,6 +116,19 @@ def _total_steps(trainer: Trainer) -> int | None:
     if trainer.max_epochs is None or not math.isfinite(batches):
         return None
     return trainer.max_epochs * math.ceil(batches / trainer.accumulate_grad_batches)
+
+
+def show_insight_html(insight: Any) -> None:
+    """Display where a run's time went as plain HTML, which saved notebooks keep (unlike widgets)."""
+    from IPython.display import HTML, display
+
+    from lightning_lab.notebook.insight_view import html_from_insight
+
+    display(HTML(html_from_insight(insight)))
+    if insight.profile:
+        from lightning_lab.notebook.insight_view import profile_html
+
+        display(HTML(profile_html(insight.profile)))
 
 
 def show_final_curves(trainer: Trainer) -> None:

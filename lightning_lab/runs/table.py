@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lightning_lab.runs.insight import Insight
 from lightning_lab.runs.reader import Run
 from lightning_lab.runs.records import parse_time
+
+INSIGHT_HEADER = "where the time goes"
 
 
 def _duration(seconds: float | None) -> str:
@@ -25,10 +28,22 @@ def _value(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _insight(run: Run) -> str:
+    data = run.info.get("insight")
+    if not isinstance(data, dict):
+        return "-"
+    try:
+        return Insight.from_dict(data).compact()
+    except (TypeError, ValueError, KeyError):  # written by another version: show what we can
+        return "-"
+
+
 def runs_table(runs: Sequence[Run], max_metrics: int = 4) -> str:
     """Name, id, status, start, duration and up to ``max_metrics`` final metrics per run, aligned in columns.
 
-    Metrics are chosen by how many runs report them (validation metrics first on ties).
+    Metrics are chosen by how many runs report them (validation metrics first on ties). When any run
+    recorded where its time went (``run.json["insight"]``), a last column says what bound it, e.g.
+    ``data-bound 63% · 412 samples/s``.
     """
     if not runs:
         return "no runs"
@@ -44,6 +59,11 @@ def runs_table(runs: Sequence[Run], max_metrics: int = 4) -> str:
          *(_value(f.get(m, "")) for m in metrics)]
         for run, f in zip(runs, finals, strict=True)
     ]
+    insights = [_insight(run) for run in runs]
+    if any(text != "-" for text in insights):
+        header.append(INSIGHT_HEADER)
+        for row, text in zip(rows, insights, strict=True):
+            row.append(text)
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
              for line in [header, *rows]]

@@ -90,7 +90,8 @@ class RunWriter:
         Raises:
             ConfigurationError: ``name`` or ``run_id`` is not a usable folder name, or
                 ``flush_interval`` <= 0.
-            RunDirectoryError: ``run_id`` was given and that run directory already exists.
+            RunDirectoryError: ``run_id`` was given and that run directory already holds a run
+                (a directory a launcher prepared, without ``run.json``, is taken over).
         """
         _check_folder_name("name", name)
         if run_id is not None:
@@ -105,6 +106,8 @@ class RunWriter:
                 path.mkdir()
                 break
             except FileExistsError:
+                if run_id is not None and not RunLayout(path).run_json.exists():
+                    break  # prepared by a launcher (logs/ already there), not yet a run: take it
                 if run_id is not None:
                     raise RunDirectoryError(
                         f"Run directory {path} already exists; pick another run_id, "
@@ -112,7 +115,7 @@ class RunWriter:
                     ) from None
         layout = RunLayout(path)
         for folder in (layout.checkpoints, layout.source, layout.logs):
-            folder.mkdir()
+            folder.mkdir(exist_ok=True)
         # metrics.jsonl exists before run.json, so a view that found run.json can tail it.
         layout.metrics.touch()
         data = {"id": rid, "name": name, "status": "running", "start_time": utc_now(), "end_time": None}
@@ -286,6 +289,7 @@ class RunWriter:
         *,
         final: dict[str, float] | None = None,
         error: dict[str, Any] | None = None,
+        **more: Any,
     ) -> None:
         """Flush the metrics, stop the flusher and record how the run ended in ``run.json``.
 
@@ -296,6 +300,7 @@ class RunWriter:
                 (or ``"running"``).
             final: Final value of each metric, written as floats.
             error: Summary of the failure, e.g. ``{"type", "message", "traceback"}``.
+            **more: Further ``run.json`` fields to set in the same write (e.g. ``insight``).
 
         Raises:
             ConfigurationError: ``status`` is not one of :data:`RUN_STATUSES`.
@@ -306,7 +311,7 @@ class RunWriter:
             raise ConfigurationError(
                 f"RunWriter.close: status {status!r} is not one of {', '.join(RUN_STATUSES)}."
             )
-        fields: dict[str, Any] = {"status": status}
+        fields: dict[str, Any] = {"status": status, **more}
         if final is not None:
             fields["final"] = {k: _to_float(v) for k, v in final.items()}
         if error is not None:

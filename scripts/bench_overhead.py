@@ -10,7 +10,8 @@ same number of steps:
 
     (a) raw      a hand-written loop: zero_grad / forward / cross_entropy / backward / step
     (b) lab      lightning_lab ``Trainer(max_epochs=E, progress=False, root_dir=<tmp>).fit``
-                 (checkpointing on, as by default) with ``self.log("train_loss", loss)`` per step
+                 (checkpointing on, as by default) with ``self.log("train_loss", loss)`` per step;
+                 the optimization insight (per-batch phase timing, ``sys/...`` records) is on, as by default
     (c) lightning  ``lightning.Trainer(...)`` with ``self.log("train_loss", loss)`` per step
                  (skipped when ``lightning`` is not importable)
 
@@ -134,9 +135,13 @@ def prepare_lab(data: TensorDataset, args: argparse.Namespace) -> Prepared:
 
     def run() -> float:
         trainer.fit(model, loader)
+        LAST_INSIGHT[:] = [trainer.insight]
         return float(trainer.callback_metrics["train_loss"])
 
     return run, lambda: shutil.rmtree(tmp, ignore_errors=True)
+
+
+LAST_INSIGHT: list[Any] = []  # where the time of the last timed lightning_lab fit went, by its own measurement
 
 
 def lightning_version() -> str | None:
@@ -313,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
           "The last losses differ for lightning_lab because its engine-owned sampler shuffles with its own seeded "
           "order.)")
 
+    if LAST_INSIGHT and LAST_INSIGHT[0] is not None:
+        print("\nlightning_lab's own account of its last timed fit (optimization insight, on by default):")
+        print("  " + LAST_INSIGHT[0].text().replace("\n", "\n  "))
     lab_ok = ratio["lab"] <= OVERHEAD_TARGET
     lightning_ok = "lightning" not in ratio or ratio["lab"] < ratio["lightning"]
     print(f"target lightning_lab/raw ≤ {OVERHEAD_TARGET:.2f} (ratio of medians): {'MET' if lab_ok else 'NOT MET'} "

@@ -102,6 +102,7 @@ class _GracefulInterrupt:
         self.run_dir = run_dir
         self.count = 0
         self._previous: Any = None
+        self._previous_usr1: Any = None
 
     def __enter__(self) -> _GracefulInterrupt:
         try:

@@ -155,7 +155,8 @@ class StepTimer:
         self._last_end: float | None = None
         self._skip = 1  # the first batch pays for lazy initialisation: leave it out
         self._samples_per_batch: int | None = None
-        self.allreduce_s: float | None = None  # set by a DDP comm hook when it can measure
+        self.allreduce_s: float | None = None  # added to by a DDP comm hook (time_allreduce) when it can
+        self._allreduce_total: float | None = None
         self.last_record: dict[str, Any] | None = None
 
     # -- per batch (hot path) ------------------------------------------------------------------
@@ -228,6 +229,7 @@ class StepTimer:
         allreduce = self._allreduce_share(window)
         if self.allreduce_s is not None:
             values[SYS_ALLREDUCE_MS] = round(self.allreduce_s / max(window.batches, 1) * 1e3, 4)
+            self._allreduce_total = (self._allreduce_total or 0.0) + self.allreduce_s
             self.allreduce_s = 0.0
         values[SYS_ADVICE] = advise(shares_of(phases), self.setup, allreduce)
         self.last_record = values
@@ -247,6 +249,9 @@ class StepTimer:
             self._last_end = None
         self.total.merge(self.window)
         self.window = _Totals()
+        if self.allreduce_s is not None:
+            self._allreduce_total = (self._allreduce_total or 0.0) + self.allreduce_s
+            self.allreduce_s = 0.0
         total = self.total
         phases = self._phases_ms(total, wait=True)
         seconds = total.wall
@@ -264,7 +269,11 @@ class StepTimer:
             validation_s=round(self.validation, 4),
             device=str(self.device) if self.device is not None else "cpu",
         )
-        insight.advice = advise(insight.shares, self.setup, None)
+        allreduce_share = None
+        if self._allreduce_total is not None and total.batches:
+            insight.allreduce_ms = round(self._allreduce_total / total.batches * 1e3, 4)
+            allreduce_share = self._allreduce_total / seconds if seconds > 0 else None
+        insight.advice = advise(insight.shares, self.setup, allreduce_share)
         return insight
 
     # -- helpers -------------------------------------------------------------------------------
@@ -338,3 +347,36 @@ def _bf16(device: torch.device) -> bool:
         return bool(torch.cuda.is_bf16_supported())
     except Exception:  # an old driver or a CUDA build without the query
         return False
+
+
+def time_allreduce(ddp: Any, timer: StepTimer) -> bool:
+    """Measure DDP's exposed gradient all-reduce wait into ``timer`` (gloo only); returns whether it does.
+
+    DDP overlaps communication with backward: buckets are reduced as their gradients become
+    ready. Once the last bucket is launched, backward has no computation left, so the time from
+    launching the last bucket to its completion is the wait the step cannot hide. A comm hook
+    (DDP's own ``allreduce_hook``, unchanged, plus two clock reads) records it. With NCCL a
+    future completes when the work is queued, not done, so there is nothing cheap to read:
+    CUDA runs report no all-reduce wait rather than a wrong one.
+    """
+    if ddp.device_ids:  # NCCL on CUDA (see above)
+        return False
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    clock = timer.clock
+
+    def hook(state, bucket):  # noqa: ANN001, ANN202 - DDP rejects annotations other than its own types
+        future = allreduce_hook(state, bucket)
+        if not bucket.is_last():
+            return future
+        launched = clock()
+
+        def done(fut: Any) -> Any:
+            timer.allreduce_s = (timer.allreduce_s or 0.0) + (clock() - launched)
+            return fut.value()
+
+        return future.then(done)
+
+    timer.allreduce_s = 0.0
+    ddp.register_comm_hook(None, hook)
+    return True

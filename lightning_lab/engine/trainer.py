@@ -36,7 +36,7 @@ from lightning_lab.engine.profiling import Profiler
 from lightning_lab.engine.recording import RunRecorder
 from lightning_lab.engine.seed import fresh_seed, restore_rng_state, seed_everything
 from lightning_lab.engine.stopping import StopRequests
-from lightning_lab.engine.timing import StepTimer, setup_of
+from lightning_lab.engine.timing import StepTimer, setup_of, time_allreduce
 from lightning_lab.errors import CheckpointError, ConfigurationError, LabError, NonFiniteError, UserCodeError
 from lightning_lab.runs.insight import Insight
 
@@ -321,6 +321,10 @@ class Trainer:
         # Where the time goes (see engine/timing.py): a clock read at each phase boundary.
         timer = self._timer
         gpu = timer.gpu
+        # Per-batch hooks that nothing implements are not called at all (bound once per fit).
+        batch_start = "on_train_batch_start" in self._module_hooks or bool(self._callback_methods("on_train_batch_start"))
+        module_end = "on_train_batch_end" in self._module_hooks
+        callbacks_end = self._callback_methods("on_train_batch_end")
         start = timer.epoch_start()  # worker start-up in iterate() is data wait too
         batches = iterate(self._train_loader, loop.epoch, skip_batches=first)
         exhausted = True
@@ -335,12 +339,15 @@ class Trainer:
                 gpu.mark(1)
                 moved = perf_counter()
             self._metrics.batch = batch  # on_epoch means weigh by this batch's size
-            self._call("on_train_batch_start", batch, batch_idx)
+            if batch_start:
+                self._call("on_train_batch_start", batch, batch_idx)
             outputs = self._training_step(batch, batch_idx)
             loop.batches_done = batch_idx + 1
-            self._call_module("on_train_batch_end", outputs, batch, batch_idx)
+            if module_end:
+                self._call_module("on_train_batch_end", outputs, batch, batch_idx)
             self._record_step(loop.batches_done)  # complete before callbacks (checkpoints) see the batch
-            self._call_callbacks("on_train_batch_end", outputs, batch, batch_idx)
+            for on_batch_end in callbacks_end:
+                on_batch_end(self, self.module, outputs, batch, batch_idx)
             if self._validation_due(loop.batches_done):
                 paused = perf_counter()
                 self._run_validation()
@@ -607,6 +614,8 @@ class Trainer:
         self._hooks = {}
         self._timer = StepTimer(setup_of(self, self._train_loader), emit=self._recorder.log_system,
                                 batch_size=lambda: batch_size_of(self._metrics.batch), device=engine.device)
+        if self._ddp is not None:
+            time_allreduce(self._ddp, self._timer)
         self.insight = None
         if checkpoint is not None:
             restore_rng_state(checkpoint["rng"])
@@ -688,11 +697,14 @@ class Trainer:
             getattr(self.module, hook)(*args)
 
     def _call_callbacks(self, hook: str, *args: Any) -> None:
+        for method in self._callback_methods(hook):
+            method(self, self.module, *args)
+
+    def _callback_methods(self, hook: str) -> list[Any]:
         methods = self._hooks.get(hook)
         if methods is None:  # bind once: the hot path loops only over callbacks that use the hook
             methods = self._hooks[hook] = [getattr(cb, hook) for cb in self.callbacks if cb.uses_hook(hook)]
-        for method in methods:
-            method(self, self.module, *args)
+        return methods
 
     def _to_device(self, batch: Any) -> Any:
         return batch if self._on_cpu else move_to_device(batch, self.engine.device)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_lab.errors import RunDirectoryError
+from lightning_lab.runs.insight import SYS_PREFIX
 from lightning_lab.runs.records import INDEX_KEYS, RunLayout, parse_time, read_metrics, resolve_root
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -148,9 +149,11 @@ class Run:
 
     @property
     def final(self) -> dict[str, Any]:
-        """The last value of each metric.
+        """The last value of each metric the model logged.
 
-        Taken from ``run.json["final"]`` once the run has ended, else computed from the metrics.
+        Taken from ``run.json["final"]`` once the run has ended, else computed from the metrics
+        (leaving out the engine's ``sys/...`` timing values, as ``run.json["final"]`` does: where
+        the time went is in :attr:`info` ``["insight"]``).
         """
         final = self._info.get("final")
         if final is not None and self.status != "running":
@@ -158,7 +161,7 @@ class Run:
         last: dict[str, Any] = {}
         for record in self.metrics:
             for key, value in record.items():
-                if key not in INDEX_KEYS and value is not None:
+                if key not in INDEX_KEYS and value is not None and not key.startswith(SYS_PREFIX):
                     last[key] = value
         return last
 

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from lightning_lab.engine.lr_finder import LRFinderResult
 
 _END = object()
+_AGREE_EVERY = 8  # under DDP, optimizer steps between two agreements on a stop request
 _NO_SYNC = nullcontext()
 
 
@@ -792,15 +793,19 @@ class Trainer:
             else:
                 config.scheduler.step()
 
-    def _stop_now(self) -> bool:
+    def _stop_now(self, boundary: bool = False) -> bool:
         if self.max_steps >= 0 and self.global_step >= self.max_steps:
             return True
-        if self.engine.distributed:  # every rank must stop at the same step, or the others hang
-            return self.should_stop or self._stops.agree(self.engine) is not None
+        if self.engine.distributed:
+            # Every rank must stop at the same step, or the others hang in the next collective: the
+            # ranks agree (one small all-reduce) every _AGREE_EVERY steps and at epoch boundaries.
+            if boundary or self.global_step % _AGREE_EVERY == 0:
+                return self.should_stop or self._stops.agree(self.engine) is not None
+            return self.should_stop
         return self.should_stop or self._stops.requested() is not None
 
     def _fit_done(self) -> bool:
-        if self._stop_now():
+        if self._stop_now(boundary=True):
             return True
         return self.max_epochs is not None and self.current_epoch >= self.max_epochs
 

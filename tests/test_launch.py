@@ -191,7 +191,8 @@ def test_preemption_signal_saves_and_the_next_start_continues_to_the_same_weight
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, err[-3000:]
+    logs = "".join(f"\n--- {f.name}\n{f.read_text()[-2000:]}" for f in sorted((run_dir / "logs").glob("rank*.err")))
+    assert proc.returncode == 0, err[-3000:] + logs
     first = json.loads((run_dir / "run.json").read_text())
     assert first["status"] == "stopped" and len(first["preemptions"]) == 1, first
     stopped_at = first["preemptions"][0]["step"]

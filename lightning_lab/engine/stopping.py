@@ -67,6 +67,9 @@ class StopRequests:
         signal.signal(signal.SIGINT, self._on_sigint)
         if self.preemptible:
             self._previous_usr1 = signal.signal(signal.SIGUSR1, self._on_sigusr1)
+            # Restart system calls the signal interrupts: a DDP collective blocked in gloo's socket I/O
+            # would otherwise fail with EINTR and abort the process instead of saving.
+            signal.siginterrupt(signal.SIGUSR1, False)
         self._installed = True
 
     def uninstall(self) -> None:

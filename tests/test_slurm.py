@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,9 @@ def test_preempted_job_requeues_and_resumes_to_the_uninterrupted_weights(
         return "JobState=PENDING" in job_line and "Restarts=1" in job_line
 
     wait_for(requeued, 60, f"job {job} to be requeued")
+    # slurmd refuses a credential created in the same second its job was killed ("Job N already killed,
+    # do not launch batch job"): Slurm's own requeue delay covers that, and so must this shortcut.
+    time.sleep(3)
     cluster.scontrol("update", f"JobId={job}", "StartTime=now")  # instead of Slurm's ~2 min requeue delay
     follower.join(timeout=JOB_TIMEOUT_S)
     report = "\n".join([*lines, run_logs(run_dir), cluster.logs()])

@@ -225,6 +225,7 @@ class _Follower:
         from lightning_lab.engine.engine import read_checkpoint
         from lightning_lab.launch.follow import end_summary, run_status
         from lightning_lab.notebook.live import show_static_png
+        from lightning_lab.notebook.session import curves_png
         from lightning_lab.runs import Run
 
         status = run_status(self.run_dir) or "failed"
@@ -242,26 +243,18 @@ class _Follower:
         except LabError:
             run = None
         message = None
-        if status == "failed":
-            message = end_summary(self.run_dir).split(": failed", 1)[-1].strip() or None
+        error = run.info.get("error") if run is not None else None
+        if status == "failed" and isinstance(error, dict):
+            message = f"{error.get('type')}: {error.get('message')}"
         if self.view is not None:
             png = self.view.finish(status, message)
         else:
             if self.printer is not None:
                 self.printer([], final=True)
-            png = _final_png(run)
+            png = curves_png(run)
         if png is not None and not self.args.background:
             show_static_png(png)
         where = "the trained weights are in the model" if loaded else "no checkpoint was saved; the model is unchanged"
         print(f"%%train: {end_summary(self.run_dir)}; {where}. Logs: {self.run_dir / 'logs'}",
               file=sys.stderr if status == "failed" else sys.stdout, flush=True)
 
-
-def _final_png(run: Any) -> bytes | None:
-    if run is None:
-        return None
-    from lightning_lab.notebook.curves import CurvePlot
-
-    plot = CurvePlot()
-    plot.add(run.metrics)
-    return None if plot.empty else plot.render_png()

@@ -131,18 +131,24 @@ def show_insight_html(insight: Any) -> None:
         display(HTML(profile_html(insight.profile)))
 
 
-def show_final_curves(trainer: Trainer) -> None:
-    """Display the run's curves as a static PNG (text-progress runs, papermill outputs)."""
+def curves_png(run: Any) -> bytes | None:
+    """The curves of ``run`` (a :class:`~lightning_lab.runs.Run`) as PNG bytes; ``None`` when nothing is plotted."""
     from lightning_lab.notebook.curves import CurvePlot
-    from lightning_lab.notebook.live import show_static_png
 
-    run = trainer.run
     if run is None:
-        return
+        return None
     plot = CurvePlot()
     plot.add(run.metrics)
-    if not plot.empty:
-        show_static_png(plot.render_png())
+    return None if plot.empty else plot.render_png()
+
+
+def show_final_curves(trainer: Trainer) -> None:
+    """Display the run's curves as a static PNG (text-progress runs, papermill outputs)."""
+    from lightning_lab.notebook.live import show_static_png
+
+    png = curves_png(trainer.run)
+    if png is not None:
+        show_static_png(png)
 
 
 def show_runs(root: str | None, name: str | None, metric: str | None) -> None:

@@ -16,6 +16,7 @@ Usable by hand for a custom loop (Fabric-style)::
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import re
@@ -153,6 +154,7 @@ class Engine:
             backend, rank=env.global_rank, world_size=env.world_size,
             timeout=datetime.timedelta(minutes=30),
         )
+        atexit.register(_leave_process_group)
 
     def start_workers(self, run_dir: str | os.PathLike[str] | None = None, name: str | None = None,
                       root: str | os.PathLike[str] | None = None) -> NoReturn:
@@ -493,3 +495,15 @@ def _resolve_devices(devices: int | str | list[int], accelerator: str, env: Clus
             f"devices={devices} but this machine has {available} {unit}. Use devices={available} or fewer."
         )
     return devices
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group the engine joined while the interpreter is still whole.
+
+    Left to interpreter shutdown, gloo's C++ threads may release the last reference to a tensor
+    after Python stopped handing out the GIL, and the process dies with SIGABRT ("terminate called
+    without an active exception") after training finished. A program that destroyed the group
+    itself is left alone.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

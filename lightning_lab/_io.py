@@ -1,13 +1,22 @@
-"""Crash-safe file writes: temporary file, fsync, atomic rename, fsync of the folder."""
+"""Crash-safe file writes: temporary file, fsync, atomic rename, fsync of the folder.
+
+Checkpoints are made durable before they are renamed into place (``sync=True``). State files
+rewritten many times a run (``run.json``, ``launch.json``) are renamed into place at once and
+made durable moments later by a background thread (``sync="later"``): readers and a crashed
+process still only ever see a complete file, and the training loop does not wait for the disk.
+"""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 
 def _read_umask() -> int:
@@ -19,10 +28,18 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once, at import (changing it later from a thread would be unsafe)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any],
+                 sync: bool | Literal["later"] = True) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A reader (or a crash) sees either the old file or the complete new one, never a torn one.
+
+    Args:
+        path: The file to write.
+        write: Writes the content to the binary file it is given.
+        sync: ``True``: the data reaches the disk before the rename, and the rename right after.
+            ``"later"``: renamed at once, both made durable by a background thread within moments
+            (and before the interpreter exits). ``False``: left to the operating system.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,7 +49,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if sync is True:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -40,13 +58,60 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
+    if sync is True:
+        _fsync(path.parent)
+    elif sync == "later":
+        sync_later(path)
 
 
-def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as indented JSON atomically (see :func:`atomic_write`)."""
+def atomic_write_json(path: str | os.PathLike[str], data: Any, sync: bool | Literal["later"] = "later") -> None:
+    """Write ``data`` as indented JSON atomically (see :func:`atomic_write`; durable moments later by default)."""
     payload = (json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n").encode()
-    atomic_write(path, lambda f: f.write(payload))
+    atomic_write(path, lambda f: f.write(payload), sync=sync)
+
+
+class _Syncer:
+    """One daemon thread that fsyncs files, and the folders holding them, soon after they were written."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Path] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, path: Path) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lightning_lab-fsync", daemon=True)
+                self._thread.start()
+        self._queue.put(path)
+
+    def wait(self) -> None:
+        """Return once everything queued so far is durable."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            path = self._queue.get()
+            try:
+                _fsync(path)
+                _fsync(path.parent)
+            finally:
+                self._queue.task_done()
+
+
+_SYNCER = _Syncer()
+atexit.register(_SYNCER.wait)
+
+
+def sync_later(path: str | os.PathLike[str]) -> None:
+    """Make ``path`` (and its folder entry) durable on a background thread, before the interpreter exits."""
+    _SYNCER.add(Path(path))
+
+
+def wait_for_syncs() -> None:
+    """Block until every :func:`sync_later` so far is done."""
+    _SYNCER.wait()
 
 
 def _json_default(value: Any) -> Any:
@@ -61,10 +126,11 @@ def _json_default(value: Any) -> Any:
     return repr(value)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """fsync a file or a folder by path (any descriptor of it will do on Linux)."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
+    except OSError:  # removed since: nothing left to make durable
         return
     try:
         os.fsync(fd)

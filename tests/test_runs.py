@@ -187,6 +187,45 @@ def test_tensor_values_are_written_as_floats_and_nan_round_trips(tmp_path):
     assert Run(writer.path).final == {"loss": 0.25}
 
 
+def test_bulk_encoding_reads_back_the_same_values_as_json_in_log_order(tmp_path):
+    """A run of same-keyed numeric records takes the bulk path; anything else falls back to json."""
+    from lightning_lab.runs.encoding import encode_records
+
+    now = time.time()
+    records = [{"step": i, "epoch": 0, "time": now + i / 7, "loss": 1 / (i + 3), "big": 10**15 + i} for i in range(50)]
+    records += [
+        {"step": 50, "epoch": 0, "time": now, "loss": float("inf")},  # non-finite: json's token
+        {"step": 51, "epoch": 0, "time": now, "flag": True},  # bool stays a JSON boolean
+        {"step": 52, "epoch": 0, "time": now, "advice": "raise num_workers", "memory": None},
+        {"epoch": 0, "step": 53, "time": now, "loss": 0.5},  # same keys, another order: kept as logged
+        {"50%": 1.5, "huge": 10**400},  # a '%' in a key; an int no float can hold
+    ]
+    lines = encode_records(records).splitlines()
+    assert len(lines) == len(records)
+    for line, record in zip(lines, records, strict=True):
+        decoded = json.loads(line)
+        assert list(decoded) == [str(k) for k in record]
+        for key, value in record.items():
+            if key == "time":
+                assert decoded[key] == pytest.approx(value, abs=1e-6)  # microseconds are kept
+            else:
+                assert decoded[key] == value, (key, line)
+    assert lines[50].endswith('"loss":Infinity}') and '"flag":true' in lines[51]
+
+
+def test_state_files_are_renamed_at_once_and_synced_on_a_background_thread(tmp_path):
+    from lightning_lab._io import atomic_write_json, sync_later, wait_for_syncs
+
+    target = tmp_path / "run.json"
+    atomic_write_json(target, {"status": "running"})
+    assert json.loads(target.read_text()) == {"status": "running"}  # in place before any fsync
+    sync_later(tmp_path / "removed-meanwhile.json")  # a file gone before its turn is skipped
+    atomic_write_json(target, {"status": "completed"})
+    wait_for_syncs()
+    assert json.loads(target.read_text()) == {"status": "completed"}
+    assert not list(tmp_path.glob(".run.json.*"))  # no temporary file left behind
+
+
 def test_close_rejects_an_unknown_status_and_is_idempotent(tmp_path):
     writer = RunWriter.create(tmp_path, "mlp", {})
     with pytest.raises(ConfigurationError, match=r"status 'done' is not one of running, completed"):

@@ -51,6 +51,10 @@ class MetricCollector:
         self.means: dict[str, dict[str, _Mean]] = {"train": {}, "validate": {}, "test": {}, "predict": {}}
         self.latest: dict[str, Scalar] = {}
         self.prog_bar: set[str] = set()
+        # The last CPU tensor logged per step and its float: the trainer's finiteness check of the
+        # loss reuses it instead of reading the same tensor a second time.
+        self.logged_tensor: torch.Tensor | None = None
+        self.logged_value = 0.0
 
     def log(self, name: str, value: Any, on_step: bool | None, on_epoch: bool | None, prog_bar: bool,
             sync_dist: bool, batch_size: int | None) -> None:
@@ -69,7 +73,8 @@ class MetricCollector:
             self._checked.add(name)
         # The common case first: a one-element CPU tensor becomes a float here, once.
         if type(value) is torch.Tensor and value.is_cpu and value.numel() == 1:
-            value = value.item()
+            self.logged_tensor = value
+            value = self.logged_value = value.item()
         else:
             value = self._scalar(name, value)
         if on_step:
@@ -111,6 +116,7 @@ class MetricCollector:
     def pop_step_values(self) -> dict[str, Scalar]:
         """The values logged per step since the last call (and forget them)."""
         values, self.step_values = self.step_values, {}
+        self.logged_tensor = None
         return values
 
     def compute_epoch(self, stage: str, sync: Callable[[dict[str, list[float]]], dict[str, list[float]]]

@@ -148,8 +148,8 @@ class RunRecorder:
         """Queue one record (rank 0; a no-op elsewhere)."""
         if self.writer is not None:
             trainer = self.trainer
-            record = {"step": trainer.global_step, "epoch": trainer.current_epoch, "time": time.time()}
-            record.update(values)
+            loop = trainer._loop
+            record = {"step": loop.global_step, "epoch": loop.epoch, "time": time.time(), **values}
             self.writer.log(record)
             for logger in trainer.loggers:
                 logger.log_metrics(record)

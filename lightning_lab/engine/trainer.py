@@ -31,6 +31,7 @@ from lightning_lab.engine.options import (
     check_positive,
     default_callbacks,
 )
+from lightning_lab.engine.precision import Precision
 from lightning_lab.engine.preemption import preemptible, requeue_after_preemption, requeued_checkpoint
 from lightning_lab.engine.profiling import Profiler
 from lightning_lab.engine.recording import RunRecorder
@@ -176,6 +177,8 @@ class Trainer:
         self._forward: Any = None
         self._ddp: nn.Module | None = None
         self._micro = 0
+        self._distributed = self.engine.distributed
+        self._plain = False  # set per fit: see _setup_fit
         self._hooks: dict[str, list[Any]] = {}
         self._module_hooks: set[str] = set()
         self._on_cpu = self.engine.device.type == "cpu"
@@ -326,6 +329,7 @@ class Trainer:
         batch_start = "on_train_batch_start" in self._module_hooks or bool(self._callback_methods("on_train_batch_start"))
         module_end = "on_train_batch_end" in self._module_hooks
         callbacks_end = self._callback_methods("on_train_batch_end")
+        val_every, val_at_end = self._validation_schedule()
         start = timer.epoch_start()  # worker start-up in iterate() is data wait too
         batches = iterate(self._train_loader, loop.epoch, skip_batches=first)
         exhausted = True
@@ -349,7 +353,7 @@ class Trainer:
             self._record_step(loop.batches_done)  # complete before callbacks (checkpoints) see the batch
             for on_batch_end in callbacks_end:
                 on_batch_end(self, self.module, outputs, batch, batch_idx)
-            if self._validation_due(loop.batches_done):
+            if val_every and (loop.batches_done % val_every == 0 or (val_at_end and loop.batches_done == total)):
                 paused = perf_counter()
                 self._run_validation()
                 timer.paused += perf_counter() - paused
@@ -374,17 +378,24 @@ class Trainer:
     def _training_step(self, batch: Any, batch_idx: int) -> Any:
         self._micro += 1
         boundary = self._micro == self.accumulate_grad_batches or batch_idx + 1 == self.num_training_batches
-        sync = _NO_SYNC if boundary or self._ddp is None else self._ddp.no_sync()
         self._metrics.hook = "training_step"
         timer = self._timer
         timer.c0 = perf_counter()
-        with sync:
-            with self.engine.precision.forward_context():
-                outputs = self._forward(batch, batch_idx)
+        if self._plain:  # one process, full precision: no context to enter, backward as is
+            outputs = self._forward(batch, batch_idx)
             loss = self._loss_of(outputs, batch_idx)
             if self.accumulate_grad_batches > 1:
                 loss = loss / self.accumulate_grad_batches
-            self.engine.precision.backward(loss)
+            loss.backward()
+        else:
+            sync = _NO_SYNC if boundary or self._ddp is None else self._ddp.no_sync()
+            with sync:
+                with self.engine.precision.forward_context():
+                    outputs = self._forward(batch, batch_idx)
+                loss = self._loss_of(outputs, batch_idx)
+                if self.accumulate_grad_batches > 1:
+                    loss = loss / self.accumulate_grad_batches
+                self.engine.precision.backward(loss)
         gpu = timer.gpu
         if gpu is not None:
             gpu.mark(2)
@@ -397,17 +408,22 @@ class Trainer:
         return outputs
 
     def _optimizer_step(self, batch_idx: int) -> None:
-        optimizer, precision = self.optimizer, self.engine.precision
-        if self.gradient_clip_val is not None:
-            precision.unscale(optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.gradient_clip_val)
-            if precision.name != "16-mixed" and not torch.isfinite(norm):
-                self._raise_non_finite("gradient norm", float(norm), batch_idx)
-        precision.optimizer_step(optimizer)
+        optimizer = self.optimizer
+        if self._plain and self.gradient_clip_val is None:
+            optimizer.step()
+        else:
+            precision = self.engine.precision
+            if self.gradient_clip_val is not None:
+                precision.unscale(optimizer)
+                norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.gradient_clip_val)
+                if precision.name != "16-mixed" and not torch.isfinite(norm):
+                    self._raise_non_finite("gradient norm", float(norm), batch_idx)
+            precision.optimizer_step(optimizer)
         optimizer.zero_grad(set_to_none=True)
         self._micro = 0
         self._loop.global_step += 1
-        self._step_schedulers("step")
+        if self.lr_scheduler_configs:
+            self._step_schedulers("step")
 
     # ------------------------------------------------------------------ validate / test / predict
     def validate(self, model: LabModule, dataloaders: Any = None, datamodule: LabDataModule | None = None,
@@ -605,11 +621,14 @@ class Trainer:
             raise ConfigurationError("the training DataLoader yields no batches (empty dataset or limit_train_batches=0).")
         self._val_loaders = self._prepare_eval(val_loaders) if is_overridden(module, "validation_step", LabModule) else []
         self._check_val_interval()
-        if engine.distributed:
+        self._distributed = engine.distributed
+        if self._distributed:
             self._ddp = engine.wrap_ddp(_TrainingStep(module))
             self._forward = self._ddp
         else:
             self._ddp, self._forward = None, module.training_step
+        # The per-batch fast path: nothing to wrap around forward, backward or the optimizer step.
+        self._plain = self._ddp is None and type(engine.precision) is Precision
         self._micro = 0
         self.should_stop = False
         self._hooks = {}
@@ -715,8 +734,11 @@ class Trainer:
         loss = outputs if type(outputs) is torch.Tensor else outputs.get("loss") if isinstance(
             outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor) and loss.requires_grad and loss.numel() == 1:
-            if loss.is_cpu and not math.isfinite(loss.item()):  # on CUDA this would sync every step
-                self._raise_non_finite("loss", loss.item(), batch_idx)
+            if loss.is_cpu:  # on CUDA this check would sync every step
+                metrics = self._metrics
+                value = metrics.logged_value if loss is metrics.logged_tensor else loss.item()
+                if not math.isfinite(value):
+                    self._raise_non_finite("loss", value, batch_idx)
             return loss
         owner = f"{type(self.module).__name__}.training_step"
         if not isinstance(loss, torch.Tensor):
@@ -746,8 +768,10 @@ class Trainer:
         )
 
     def _record_step(self, batches_done: int) -> None:
-        if self._metrics.step_values:
-            values = self._metrics.pop_step_values()
+        metrics = self._metrics
+        metrics.logged_tensor = None
+        if metrics.step_values:
+            values = metrics.pop_step_values()
             if batches_done % self.log_every_n_steps == 0:
                 self._recorder.log(values)
 
@@ -766,14 +790,19 @@ class Trainer:
         return self.engine.all_reduce(value, op="mean")
 
     def _validation_due(self, batches_done: int) -> bool:
+        every, at_end = self._validation_schedule()
+        return bool(every) and (batches_done % every == 0 or (at_end and batches_done == self.num_training_batches))
+
+    def _validation_schedule(self) -> tuple[Any, bool]:
+        """This epoch's validation points: every N batches (0: none), and whether also at its last batch."""
         if not self._val_loaders or (self.current_epoch + 1) % self.check_val_every_n_epoch != 0:
-            return False
+            return 0, False
         interval, total = self.val_check_interval, self.num_training_batches
         if isinstance(interval, float):
             every = max(1, int(total * interval)) if math.isfinite(total) else total
         else:
             every = interval
-        return batches_done % every == 0 or (interval == 1.0 and batches_done == total)
+        return every, interval == 1.0
 
     def _step_schedulers(self, interval: str) -> None:
         for config in self.lr_scheduler_configs:
@@ -794,12 +823,13 @@ class Trainer:
                 config.scheduler.step()
 
     def _stop_now(self, boundary: bool = False) -> bool:
-        if self.max_steps >= 0 and self.global_step >= self.max_steps:
+        step = self._loop.global_step
+        if self.max_steps >= 0 and step >= self.max_steps:
             return True
-        if self.engine.distributed:
+        if self._distributed:
             # Every rank must stop at the same step, or the others hang in the next collective: the
             # ranks agree (one small all-reduce) every _AGREE_EVERY steps and at epoch boundaries.
-            if boundary or self.global_step % _AGREE_EVERY == 0:
+            if boundary or step % _AGREE_EVERY == 0:
                 return self.should_stop or self._stops.agree(self.engine) is not None
             return self.should_stop
         return self.should_stop or self._stops.requested() is not None

@@ -7,7 +7,10 @@ busy the machine is. Each variant of ``bench_overhead.py`` (raw loop, lightning_
 runs in its own process under ``valgrind --tool=callgrind``; after the same untimed warm-up fit
 as in ``bench_overhead.py``, counters are zeroed, the measured fit runs, and the counters are
 dumped (client requests from a three-line C helper compiled here), so torch's import and the
-set-up are not counted. Every thread of the process is counted (the metrics writer's too).
+set-up are not counted. Every thread of the process is counted (the metrics writer's too). The
+engine's clock-driven work (a ``sys/...`` record a second, a metrics flush and a STOP-file look
+every half second) is stretched by callgrind's ~100× slowdown, so it runs as often per step as it
+does natively (see ``native_rates``).
 
 What instructions leave out: time the process spends blocked (system calls such as ``fsync``,
 waiting on a lock), and differences in instructions per cycle. It measures the framework's own
@@ -46,6 +49,7 @@ HELPER_C = """
 void lab_zero(void) { CALLGRIND_ZERO_STATS; }
 void lab_dump(void) { CALLGRIND_DUMP_STATS_AT("measured fit"); }
 """
+SLOWDOWN = 100.0  # callgrind runs this workload about 100× slower than natively (see native_rates)
 VARIANTS = {"raw": bench_overhead.prepare_raw, "lab": bench_overhead.prepare_lab}
 
 
@@ -63,11 +67,33 @@ def build_helper(folder: Path) -> Path:
     return library
 
 
+def native_rates(slowdown: float) -> None:
+    """Stretch the engine's clock-driven periodic work by callgrind's slowdown.
+
+    A ``sys/...`` record every second, a flush of ``metrics.jsonl`` and a look for a STOP file
+    every half second happen once or twice in a native 0.5 s fit, but about ``slowdown`` times
+    more often in the same fit under callgrind, which would count that work ~100× over.
+    Stretching their intervals by the slowdown keeps them at their native rate per step.
+    """
+    from lightning_lab.engine import stopping, timing
+    from lightning_lab.runs.writer import RunWriter
+
+    create, opened, stops = RunWriter.create.__func__, RunWriter.open.__func__, stopping.StopRequests.__init__
+    if (create.__defaults__ != (None, 0.5) or opened.__defaults__ != (0.5, None)
+            or stops.__defaults__ != (0.5, False) or timing.EMIT_INTERVAL_S != 1.0):
+        raise SystemExit("bench_instructions: the engine's interval defaults changed; update native_rates().")
+    timing.EMIT_INTERVAL_S *= slowdown
+    create.__defaults__ = (None, 0.5 * slowdown)
+    opened.__defaults__ = (0.5 * slowdown, None)
+    stops.__defaults__ = (0.5 * slowdown, False)
+
+
 def child(args: argparse.Namespace) -> int:
     """Inside valgrind: warm up, zero the counters, run the measured fit, dump the counters."""
     import torch
 
     torch.set_num_threads(1)
+    native_rates(SLOWDOWN)
     os.environ.pop("LIGHTNING_LAB_RUN_DIR", None)
     helper = ctypes.CDLL(args.helper)
     data = bench_overhead.make_data(args.samples, args.seed)

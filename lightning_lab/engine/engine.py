@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import os
+import queue
 import re
 import sys
 import threading
@@ -382,15 +383,17 @@ def write_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> N
 
 
 class BackgroundCheckpointWriter:
-    """Writes checkpoints on a thread, so training does not wait for serialisation and fsync.
+    """Writes checkpoints on a background thread, so training does not wait for serialisation and fsync.
 
     ``write`` first waits for the previous write, then snapshots every tensor of the payload (a
-    copy on the CPU: the live weights go on changing) and hands it to a new thread. ``wait``
-    blocks until the last write is on disk and re-raises its error, if any.
+    copy on the CPU: the live weights go on changing) and hands it to the process's checkpoint
+    thread (started once and kept: no thread start per checkpoint). ``wait`` blocks until the
+    last write is on disk and re-raises its error, if any. The interpreter does not exit before
+    a pending write is done.
     """
 
     def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
+        self._done: threading.Event | None = None
         self._error: BaseException | None = None
         self._path: str | None = None
 
@@ -399,9 +402,9 @@ class BackgroundCheckpointWriter:
         self.wait()
         snapshot = _cpu_copy(payload)
         self._path = os.fspath(path)
-        self._thread = threading.Thread(target=self._run, args=(path, snapshot), name="lightning_lab-checkpoint",
-                                        daemon=False)
-        self._thread.start()
+        self._done = threading.Event()
+        _CHECKPOINT_QUEUE.put((self, path, snapshot, self._done))
+        _start_checkpoint_thread()
 
     def _run(self, path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
         try:
@@ -415,12 +418,42 @@ class BackgroundCheckpointWriter:
         Raises:
             CheckpointError: the pending write failed (disk full, permissions...).
         """
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        if self._done is not None:
+            self._done.wait()
+            self._done = None
         if self._error is not None:
             err, self._error = self._error, None
             raise CheckpointError(f"writing checkpoint {self._path} failed: {err}") from err
+
+
+_CHECKPOINT_QUEUE: queue.Queue[tuple[BackgroundCheckpointWriter, Any, dict[str, Any], threading.Event]] = (
+    queue.Queue())
+_CHECKPOINT_THREAD: list[threading.Thread] = []
+
+
+def _start_checkpoint_thread() -> None:
+    if _CHECKPOINT_THREAD and _CHECKPOINT_THREAD[0].is_alive():
+        return
+    thread = threading.Thread(target=_write_checkpoints, name="lightning_lab-checkpoint", daemon=True)
+    _CHECKPOINT_THREAD[:] = [thread]
+    thread.start()
+
+
+def _write_checkpoints() -> None:
+    while True:
+        writer, path, payload, done = _CHECKPOINT_QUEUE.get()
+        try:
+            writer._run(path, payload)
+        finally:
+            done.set()
+            _CHECKPOINT_QUEUE.task_done()
+
+
+@atexit.register
+def _finish_checkpoints() -> None:
+    """At exit, let pending checkpoint writes finish (the thread is a daemon: it never ends by itself)."""
+    if _CHECKPOINT_THREAD and _CHECKPOINT_THREAD[0].is_alive():
+        _CHECKPOINT_QUEUE.join()
 
 
 def _cpu_copy(value: Any) -> Any:

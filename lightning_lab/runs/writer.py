@@ -14,6 +14,7 @@ from typing import IO, Any
 from lightning_lab._io import atomic_write, atomic_write_json, sync_later
 from lightning_lab.errors import ConfigurationError, RunDirectoryError
 from lightning_lab.runs.encoding import encode_records
+from lightning_lab.runs.flusher import FLUSHER
 from lightning_lab.runs.records import (
     RUN_STATUSES,
     RunLayout,
@@ -27,7 +28,7 @@ from lightning_lab.runs.records import (
 class RunWriter:
     """Writes one run directory: ``run.json`` atomically, ``metrics.jsonl`` append-only.
 
-    :meth:`log` only queues a record; a daemon thread encodes and appends the queue every
+    :meth:`log` only queues a record; a daemon thread (one for all writers) encodes and appends the queue every
     ``flush_interval`` seconds, so a live view sees a record within about that time and the
     training loop never waits for JSON or the disk. Tensor values become floats there, once.
 
@@ -53,11 +54,7 @@ class RunWriter:
         self._closed = False
         # Unbuffered: each flush is one write() straight to the OS, visible to readers at once.
         self._file: IO[bytes] = open(self._layout.metrics, "ab", buffering=0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._flush_loop, name=f"lightning_lab-metrics-{self.id}", daemon=True
-        )
-        self._thread.start()
+        FLUSHER.add(self._drain, self._flush_interval)  # one shared thread flushes every open writer
         # If the engine never reaches close() (an uncaught error at exit), still save the queue.
         atexit.register(self._drain)
 
@@ -227,12 +224,10 @@ class RunWriter:
                 "The records are kept in memory and retried on the next flush."
             ) from self._write_error
 
-    def _flush_loop(self) -> None:
-        while not self._stop.wait(self._flush_interval):
-            self._drain()
-
     def _drain(self) -> None:
         with self._io_lock:
+            if self._file.closed:  # the flusher's last call, after close() wrote everything
+                return
             batch = []
             pending = self._pending
             while pending:
@@ -318,8 +313,7 @@ class RunWriter:
             self.update(**fields)
             return
         self._closed = True
-        self._stop.set()
-        self._thread.join()
+        FLUSHER.remove(self._drain)
         atexit.unregister(self._drain)
         self._drain()
         with self._io_lock:

@@ -155,7 +155,8 @@ class StepTimer:
         self._last_end: float | None = None
         self._skip = 1  # the first batch pays for lazy initialisation: leave it out
         self._samples_per_batch: int | None = None
-        self.allreduce_s: float | None = None  # added to by a DDP comm hook (time_allreduce) when it can
+        self.allreduce_s: float | None = None  # added to under DDP (time_allreduce) when it can be measured
+        self.grads_ready_at: float | None = None  # when the last gradient of this backward was ready (DDP)
         self._allreduce_total: float | None = None
         self.last_record: dict[str, Any] | None = None
 
@@ -196,6 +197,13 @@ class StepTimer:
         w.batches += 1
         w.steps += stepped
         return end >= self._next_emit
+
+    def grads_reduced(self, now: float) -> None:
+        """Backward returned at ``now`` after DDP reduced the gradients: count the wait since the last was ready."""
+        if self.grads_ready_at is not None:
+            if self.allreduce_s is not None:
+                self.allreduce_s += max(now - self.grads_ready_at, 0.0)
+            self.grads_ready_at = None
 
     def leave_out(self, batches: int) -> None:
         """Leave the current batch and the next ``batches - 1`` out of the measurements (profiling)."""
@@ -353,30 +361,23 @@ def time_allreduce(ddp: Any, timer: StepTimer) -> bool:
     """Measure DDP's exposed gradient all-reduce wait into ``timer`` (gloo only); returns whether it does.
 
     DDP overlaps communication with backward: buckets are reduced as their gradients become
-    ready. Once the last bucket is launched, backward has no computation left, so the time from
-    launching the last bucket to its completion is the wait the step cannot hide. A comm hook
-    (DDP's own ``allreduce_hook``, unchanged, plus two clock reads) records it. With NCCL a
-    future completes when the work is queued, not done, so there is nothing cheap to read:
-    CUDA runs report no all-reduce wait rather than a wrong one.
+    ready, and backward returns once the last bucket's reduction is done. So the time from the
+    last gradient becoming ready to backward's return is the wait the step cannot hide. A hook
+    after each parameter's gradient accumulation records when that was (the trainer adds the
+    rest after backward, see :meth:`StepTimer.grads_reduced`). No DDP communication hook is
+    registered: a Python one would run on gloo's threads, and a gloo thread still releasing it
+    when the interpreter shuts down aborts the process. With NCCL a CUDA stream is involved and
+    nothing cheap can be read: CUDA runs report no all-reduce wait rather than a wrong one.
     """
     if ddp.device_ids:  # NCCL on CUDA (see above)
         return False
-    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-
     clock = timer.clock
 
-    def hook(state, bucket):  # noqa: ANN001, ANN202 - DDP rejects annotations other than its own types
-        future = allreduce_hook(state, bucket)
-        if not bucket.is_last():
-            return future
-        launched = clock()
+    def ready(_param: Any) -> None:
+        timer.grads_ready_at = clock()
 
-        def done(fut: Any) -> Any:
-            timer.allreduce_s = (timer.allreduce_s or 0.0) + (clock() - launched)
-            return fut.value()
-
-        return future.then(done)
-
+    for param in ddp.parameters():
+        if param.requires_grad:
+            param.register_post_accumulate_grad_hook(ready)
     timer.allreduce_s = 0.0
-    ddp.register_comm_hook(None, hook)
     return True

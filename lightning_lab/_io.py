@@ -70,48 +70,61 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any, sync: bool | Lite
     atomic_write(path, lambda f: f.write(payload), sync=sync)
 
 
-class _Syncer:
-    """One daemon thread that fsyncs files, and the folders holding them, soon after they were written."""
+class BackgroundWorker:
+    """One daemon thread, started on first use, that runs the calls handed to it in order.
 
-    def __init__(self) -> None:
-        self._queue: queue.Queue[Path] = queue.Queue()
+    The interpreter does not exit before the calls handed over so far are done (an atexit wait);
+    a call reports its own errors (the thread only survives them).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        atexit.register(self.wait)
 
-    def add(self, path: Path) -> None:
+    def submit(self, call: Callable[..., Any], *args: Any) -> None:
+        """Run ``call(*args)`` on the thread after what was handed over before."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="lightning_lab-fsync", daemon=True)
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
-        self._queue.put(path)
+        self._queue.put((call, args))
 
     def wait(self) -> None:
-        """Return once everything queued so far is durable."""
+        """Return once every call handed over so far is done."""
         if self._thread is not None and self._thread.is_alive():
             self._queue.join()
 
     def _run(self) -> None:
         while True:
-            path = self._queue.get()
+            call, args = self._queue.get()
             try:
-                _fsync(path)
-                _fsync(path.parent)
+                call(*args)
+            except Exception:  # noqa: BLE001, S110 - the call reports its own errors; the thread lives on
+                pass
             finally:
                 self._queue.task_done()
 
 
-_SYNCER = _Syncer()
-atexit.register(_SYNCER.wait)
+_SYNCER = BackgroundWorker("lightning_lab-fsync")
 
 
 def sync_later(path: str | os.PathLike[str]) -> None:
     """Make ``path`` (and its folder entry) durable on a background thread, before the interpreter exits."""
-    _SYNCER.add(Path(path))
+    path = Path(path)
+    _SYNCER.submit(_fsync_with_folder, path)
 
 
 def wait_for_syncs() -> None:
     """Block until every :func:`sync_later` so far is done."""
     _SYNCER.wait()
+
+
+def _fsync_with_folder(path: Path) -> None:
+    _fsync(path)
+    _fsync(path.parent)
 
 
 def _json_default(value: Any) -> Any:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import atexit
 import datetime
 import os
-import queue
 import re
 import sys
 import threading
@@ -31,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lightning_lab._io import atomic_write
+from lightning_lab._io import BackgroundWorker, atomic_write
 from lightning_lab.engine.data import PreparedLoader, move_to_device, prepare_loader
 from lightning_lab.engine.environment import ClusterEnvironment, detect_environment
 from lightning_lab.engine.precision import make_precision
@@ -403,14 +402,15 @@ class BackgroundCheckpointWriter:
         snapshot = _cpu_copy(payload)
         self._path = os.fspath(path)
         self._done = threading.Event()
-        _CHECKPOINT_QUEUE.put((self, path, snapshot, self._done))
-        _start_checkpoint_thread()
+        _CHECKPOINTS.submit(self._run, path, snapshot, self._done)
 
-    def _run(self, path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    def _run(self, path: str | os.PathLike[str], payload: dict[str, Any], done: threading.Event) -> None:
         try:
             write_checkpoint(path, payload)
         except BaseException as err:  # handed to the training thread by wait()
             self._error = err
+        finally:
+            done.set()
 
     def wait(self) -> None:
         """Block until the pending write is done.
@@ -426,34 +426,7 @@ class BackgroundCheckpointWriter:
             raise CheckpointError(f"writing checkpoint {self._path} failed: {err}") from err
 
 
-_CHECKPOINT_QUEUE: queue.Queue[tuple[BackgroundCheckpointWriter, Any, dict[str, Any], threading.Event]] = (
-    queue.Queue())
-_CHECKPOINT_THREAD: list[threading.Thread] = []
-
-
-def _start_checkpoint_thread() -> None:
-    if _CHECKPOINT_THREAD and _CHECKPOINT_THREAD[0].is_alive():
-        return
-    thread = threading.Thread(target=_write_checkpoints, name="lightning_lab-checkpoint", daemon=True)
-    _CHECKPOINT_THREAD[:] = [thread]
-    thread.start()
-
-
-def _write_checkpoints() -> None:
-    while True:
-        writer, path, payload, done = _CHECKPOINT_QUEUE.get()
-        try:
-            writer._run(path, payload)
-        finally:
-            done.set()
-            _CHECKPOINT_QUEUE.task_done()
-
-
-@atexit.register
-def _finish_checkpoints() -> None:
-    """At exit, let pending checkpoint writes finish (the thread is a daemon: it never ends by itself)."""
-    if _CHECKPOINT_THREAD and _CHECKPOINT_THREAD[0].is_alive():
-        _CHECKPOINT_QUEUE.join()
+_CHECKPOINTS = BackgroundWorker("lightning_lab-checkpoint")  # one kept thread: no thread start per checkpoint
 
 
 def _cpu_copy(value: Any) -> Any:

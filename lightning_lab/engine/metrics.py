@@ -116,7 +116,6 @@ class MetricCollector:
     def pop_step_values(self) -> dict[str, Scalar]:
         """The values logged per step since the last call (and forget them)."""
         values, self.step_values = self.step_values, {}
-        self.logged_tensor = None
         return values
 
     def compute_epoch(self, stage: str, sync: Callable[[dict[str, list[float]]], dict[str, list[float]]]

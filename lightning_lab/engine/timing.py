@@ -198,12 +198,11 @@ class StepTimer:
         w.steps += stepped
         return end >= self._next_emit
 
-    def grads_reduced(self, now: float) -> None:
-        """Backward returned at ``now`` after DDP reduced the gradients: count the wait since the last was ready."""
-        if self.grads_ready_at is not None:
-            if self.allreduce_s is not None:
-                self.allreduce_s += max(now - self.grads_ready_at, 0.0)
-            self.grads_ready_at = None
+    def backward_done(self, now: float, reduced: bool) -> None:
+        """Backward returned at ``now``; when DDP ``reduced`` the gradients, count the wait since the last was ready."""
+        if reduced and self.allreduce_s is not None:
+            self.allreduce_s += max(now - self.grads_ready_at, 0.0)
+        self.grads_ready_at = None
 
     def leave_out(self, batches: int) -> None:
         """Leave the current batch and the next ``batches - 1`` out of the measurements (profiling)."""
@@ -364,7 +363,7 @@ def time_allreduce(ddp: Any, timer: StepTimer) -> bool:
     ready, and backward returns once the last bucket's reduction is done. So the time from the
     last gradient becoming ready to backward's return is the wait the step cannot hide. A hook
     after each parameter's gradient accumulation records when that was (the trainer adds the
-    rest after backward, see :meth:`StepTimer.grads_reduced`). No DDP communication hook is
+    rest after backward, see :meth:`StepTimer.backward_done`). No DDP communication hook is
     registered: a Python one would run on gloo's threads, and a gloo thread still releasing it
     when the interpreter shuts down aborts the process. With NCCL a CUDA stream is involved and
     nothing cheap can be read: CUDA runs report no all-reduce wait rather than a wrong one.

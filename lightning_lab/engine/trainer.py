@@ -400,11 +400,8 @@ class Trainer:
         if gpu is not None:
             gpu.mark(2)
         timer.c1 = timer.o1 = perf_counter()
-        if timer.grads_ready_at is not None:  # DDP on gloo: the gradients were reduced (or not: no_sync)
-            if boundary:
-                timer.grads_reduced(timer.c1)
-            else:
-                timer.grads_ready_at = None
+        if timer.grads_ready_at is not None:  # DDP on gloo; under no_sync nothing was reduced
+            timer.backward_done(timer.c1, reduced=boundary)
         if boundary:
             self._optimizer_step(batch_idx)
             timer.o1 = perf_counter()

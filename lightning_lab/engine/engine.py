@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lightning_lab._io import BackgroundWorker, atomic_write, sigint_deferred
+from lightning_lab._io import BackgroundWorker, atomic_write
 from lightning_lab.engine.data import PreparedLoader, move_to_device, prepare_loader
 from lightning_lab.engine.environment import ClusterEnvironment, detect_environment
 from lightning_lab.engine.precision import make_precision
@@ -412,14 +412,13 @@ class BackgroundCheckpointWriter:
         """
         self.wait()
         buffer = io.BytesIO()
-        with sigint_deferred():  # a Ctrl-C now would lose this checkpoint: it is handled once it is handed over
-            try:
-                torch.save(_on_cpu(payload) if to_cpu else payload, buffer)
-            except Exception as err:
-                raise CheckpointError(f"writing checkpoint {path} failed: {err}") from err
-            self._path = os.fspath(path)
-            self._done = threading.Event()
-            _CHECKPOINTS.submit(self._run, path, buffer.getbuffer(), self._done)
+        try:
+            torch.save(_on_cpu(payload) if to_cpu else payload, buffer)
+        except Exception as err:
+            raise CheckpointError(f"writing checkpoint {path} failed: {err}") from err
+        self._path = os.fspath(path)
+        self._done = threading.Event()
+        _CHECKPOINTS.submit(self._run, path, buffer.getbuffer(), self._done)
 
     def _run(self, path: str | os.PathLike[str], data: memoryview, done: threading.Event) -> None:
         try:

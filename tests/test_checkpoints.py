@@ -334,17 +334,6 @@ def test_background_writer_snapshots_the_state_and_reports_failures(tmp_path):
     writer.wait()  # the error is reported once
 
 
-def test_a_payload_that_cannot_be_saved_fails_at_save_time_and_writes_nothing(tmp_path):
-    from lightning_lab.engine.engine import BackgroundCheckpointWriter
-    from lightning_lab.errors import CheckpointError
-
-    writer = BackgroundCheckpointWriter()
-    with pytest.raises(CheckpointError, match=r"writing checkpoint .*c\.ckpt failed"):
-        writer.write(tmp_path / "c.ckpt", {"weights": torch.zeros(10), "hook": lambda: None})
-    writer.wait()  # nothing pending, nothing to report
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_a_checkpoint_that_cannot_be_written_fails_the_run(tmp_path):
     from lightning_lab.errors import CheckpointError
 

@@ -12,9 +12,11 @@ import atexit
 import json
 import os
 import queue
+import signal
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -62,6 +64,27 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         _fsync(path.parent)
     elif sync == "later":
         sync_later(path)
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block ends; then it is delivered to the usual handler.
+
+    For short sections an interrupt must not tear, such as serialising a checkpoint and handing it
+    to the writer thread. Elsewhere than on the main thread (where signals are not handled) it does
+    nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # now to whoever handles it: stop request, KeyboardInterrupt...
 
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any, sync: bool | Literal["later"] = "later") -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -332,6 +333,36 @@ def test_background_writer_snapshots_the_state_and_reports_failures(tmp_path):
     with pytest.raises(CheckpointError, match=r"writing checkpoint .*b\.ckpt failed"):
         writer.wait()
     writer.wait()  # the error is reported once
+
+
+def test_a_payload_that_cannot_be_saved_fails_at_save_time_and_writes_nothing(tmp_path):
+    from lightning_lab.engine.engine import BackgroundCheckpointWriter
+    from lightning_lab.errors import CheckpointError
+
+    writer = BackgroundCheckpointWriter()
+    with pytest.raises(CheckpointError, match=r"writing checkpoint .*c\.ckpt failed"):
+        writer.write(tmp_path / "c.ckpt", {"weights": torch.zeros(10), "hook": lambda: None})
+    writer.wait()  # nothing pending, nothing to report
+    assert list(tmp_path.iterdir()) == []
+
+
+class _InterruptsWhilePickled:
+    """Sends this process a Ctrl-C while torch.save pickles it."""
+
+    def __reduce__(self):
+        signal.raise_signal(signal.SIGINT)
+        return (str, ("pickled",))
+
+
+def test_ctrl_c_while_a_checkpoint_is_serialised_still_writes_it_then_interrupts(tmp_path):
+    from lightning_lab.engine.engine import BackgroundCheckpointWriter
+
+    writer = BackgroundCheckpointWriter()
+    with pytest.raises(KeyboardInterrupt):
+        writer.write(tmp_path / "d.ckpt", {"weights": torch.ones(10), "marker": _InterruptsWhilePickled()})
+    writer.wait()
+    saved = torch.load(tmp_path / "d.ckpt", weights_only=False)
+    assert saved["marker"] == "pickled" and torch.equal(saved["weights"], torch.ones(10))
 
 
 def test_a_checkpoint_that_cannot_be_written_fails_the_run(tmp_path):

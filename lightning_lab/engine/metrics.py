@@ -13,6 +13,7 @@ from lightning_lab.errors import UserCodeError
 
 Scalar = float | torch.Tensor
 _RESERVED = frozenset({"step", "epoch", "time"})
+_STEP_HOOKS = frozenset({"training_step", "on_train_batch_start", "on_train_batch_end"})
 
 
 class _Mean:
@@ -38,8 +39,6 @@ class MetricCollector:
     tensors stay on the device until a view reads them, so logging never forces a sync.
     """
 
-    STEP_HOOKS = frozenset({"training_step", "on_train_batch_start", "on_train_batch_end"})
-
     def __init__(self, reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.hook = "training_step"
         self.stage = "train"
@@ -59,22 +58,23 @@ class MetricCollector:
     def log(self, name: str, value: Any, on_step: bool | None, on_epoch: bool | None, prog_bar: bool,
             sync_dist: bool, batch_size: int | None) -> None:
         """Record one value (see ``LabModule.log`` for the semantics)."""
-        in_step = self.hook in self.STEP_HOOKS
-        if on_step is None:
-            on_step = in_step
-        if on_epoch is None:
-            on_epoch = not in_step
+        if on_step is None or on_epoch is None:
+            in_step = self.hook in _STEP_HOOKS
+            if on_step is None:
+                on_step = in_step
+            if on_epoch is None:
+                on_epoch = not in_step
         if name not in self._checked:
-            if not isinstance(name, str) or name in _RESERVED:
-                raise UserCodeError(
-                    f"self.log({name!r}, ...) in {self.owner}.{self.hook}: the name must be a string other "
-                    f"than {sorted(_RESERVED)}, which the run directory uses for its own fields."
-                )
-            self._checked.add(name)
-        # The common case first: a one-element CPU tensor becomes a float here, once.
-        if type(value) is torch.Tensor and value.is_cpu and value.numel() == 1:
-            self.logged_tensor = value
-            value = self.logged_value = value.item()
+            self._check_name(name)
+        # The common case first: a CPU tensor becomes a float here, once.
+        if type(value) is torch.Tensor and value.is_cpu:
+            try:
+                number = value.item()
+            except RuntimeError:  # several elements: _scalar says what to do instead
+                value = self._scalar(name, value)
+            else:
+                self.logged_tensor = value
+                value = self.logged_value = number
         else:
             value = self._scalar(name, value)
         if on_step:
@@ -94,6 +94,14 @@ class MetricCollector:
         if prog_bar:
             self.prog_bar.add(name)
 
+    def _check_name(self, name: Any) -> None:
+        if not isinstance(name, str) or name in _RESERVED:
+            raise UserCodeError(
+                f"self.log({name!r}, ...) in {self.owner}.{self.hook}: the name must be a string other "
+                f"than {sorted(_RESERVED)}, which the run directory uses for its own fields."
+            )
+        self._checked.add(name)
+
     def _scalar(self, name: str, value: Any) -> Scalar:
         if isinstance(value, torch.Tensor):
             if value.numel() != 1:
@@ -112,11 +120,6 @@ class MetricCollector:
                 f"{value!r}; log a number or a one-element tensor."
             )
         return float(value)
-
-    def pop_step_values(self) -> dict[str, Scalar]:
-        """The values logged per step since the last call (and forget them)."""
-        values, self.step_values = self.step_values, {}
-        return values
 
     def compute_epoch(self, stage: str, sync: Callable[[dict[str, list[float]]], dict[str, list[float]]]
                       | None = None) -> dict[str, float]:

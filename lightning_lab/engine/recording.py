@@ -146,13 +146,15 @@ class RunRecorder:
 
     def log(self, values: dict[str, Any]) -> None:
         """Queue one record (rank 0; a no-op elsewhere)."""
-        if self.writer is not None:
-            trainer = self.trainer
-            loop = trainer._loop
+        writer = self.writer
+        if writer is not None:
+            loop = self.trainer._loop
             record = {"step": loop.global_step, "epoch": loop.epoch, "time": time.time(), **values}
-            self.writer.log(record)
-            for logger in trainer.loggers:
-                logger.log_metrics(record)
+            writer.log(record)
+            loggers = self.trainer.loggers
+            if loggers:
+                for logger in loggers:
+                    logger.log_metrics(record)
 
     def log_system(self, values: dict[str, Any]) -> None:
         """Queue one ``sys/...`` record (rank 0): the run directory only, not the loggers."""

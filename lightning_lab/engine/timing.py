@@ -51,12 +51,17 @@ _GPU_PHASES = ("transfer", "compute", "optimizer")
 class _Totals:
     """Sums of seconds per phase over some batches (a window, or the whole fit)."""
 
-    __slots__ = ("batches", "compute", "data", "framework", "optimizer", "steps", "transfer", "wall")
+    __slots__ = ("batches", "compute", "data", "optimizer", "steps", "transfer", "wall")
 
     def __init__(self) -> None:
-        self.data = self.transfer = self.compute = self.optimizer = self.framework = self.wall = 0.0
+        self.data = self.transfer = self.compute = self.optimizer = self.wall = 0.0
         self.batches = 0
         self.steps = 0
+
+    @property
+    def framework(self) -> float:
+        """The rest of the wall time: the framework's own work (derived, so the hot path adds less)."""
+        return max(self.wall - self.data - self.transfer - self.compute - self.optimizer, 0.0)
 
     def merge(self, other: _Totals) -> None:
         for name in self.__slots__:
@@ -166,9 +171,7 @@ class StepTimer:
         """The clock now; time since the previous batch ended (epoch end and start) is framework work."""
         now = self.clock()
         if self._last_end is not None:
-            gap = now - self._last_end
-            self.window.framework += gap
-            self.window.wall += gap
+            self.window.wall += now - self._last_end
         else:
             self._window_start = now
             self._next_emit = now + self.interval
@@ -186,13 +189,11 @@ class StepTimer:
             self._skip -= 1
             return False
         w = self.window
-        compute = self.c1 - self.c0
-        optimizer = self.o1 - self.c1
         w.data += fetched - start
-        w.transfer += moved - fetched
-        w.compute += compute
-        w.optimizer += optimizer
-        w.framework += wall - (moved - start) - compute - optimizer
+        if moved != fetched:
+            w.transfer += moved - fetched
+        w.compute += self.c1 - self.c0
+        w.optimizer += self.o1 - self.c1
         w.wall += wall
         w.batches += 1
         w.steps += stepped
@@ -243,16 +244,13 @@ class StepTimer:
         if self.emit is not None:
             self.emit(values)
         end = self.clock()
-        self.window.framework += end - now
         self.window.wall += end - now
         return end
 
     def summary(self) -> Insight:
         """The whole fit's :class:`Insight` (waits for outstanding CUDA events: call it once, at the end)."""
         if self._last_end is not None:  # the last epoch's end (its checkpoint) is framework work
-            gap = self.clock() - self._last_end
-            self.window.framework += gap
-            self.window.wall += gap
+            self.window.wall += self.clock() - self._last_end
             self._last_end = None
         self.total.merge(self.window)
         self.window = _Totals()

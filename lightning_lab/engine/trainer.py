@@ -519,7 +519,7 @@ class Trainer:
         epoch_totals = self.engine.all_gather_object(self._metrics.state_dict())
         if self.is_global_zero:
             self._recorder.flush()
-            self._checkpoint_writer.write(path, build_checkpoint(self, epoch_totals))
+            self._checkpoint_writer.write(path, build_checkpoint(self, epoch_totals), to_cpu=not self._on_cpu)
             if wait:
                 self._checkpoint_writer.wait()
 
@@ -732,12 +732,16 @@ class Trainer:
         return batch if self._on_cpu else move_to_device(batch, self.engine.device)
 
     def _loss_of(self, outputs: Any, batch_idx: int) -> torch.Tensor:
+        metrics = self._metrics
+        if outputs is metrics.logged_tensor and outputs is not None and outputs.requires_grad:  # a CPU scalar
+            if not math.isfinite(metrics.logged_value):
+                self._raise_non_finite("loss", metrics.logged_value, batch_idx)
+            return outputs
         # A plain tensor first: the Mapping check is an ABC isinstance, slow for a per-step call.
         loss = outputs if type(outputs) is torch.Tensor else outputs.get("loss") if isinstance(
             outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor) and loss.requires_grad and loss.numel() == 1:
             if loss.is_cpu:  # on CUDA this check would sync every step
-                metrics = self._metrics
                 value = metrics.logged_value if loss is metrics.logged_tensor else loss.item()
                 if not math.isfinite(value):
                     self._raise_non_finite("loss", value, batch_idx)
@@ -772,8 +776,9 @@ class Trainer:
     def _record_step(self, batches_done: int) -> None:
         metrics = self._metrics
         metrics.logged_tensor = None
-        if metrics.step_values:
-            values = metrics.pop_step_values()
+        values = metrics.step_values
+        if values:
+            metrics.step_values = {}
             if batches_done % self.log_every_n_steps == 0:
                 self._recorder.log(values)
 

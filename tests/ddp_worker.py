@@ -155,7 +155,9 @@ def scenario_grad(out: Path) -> dict[str, Any]:
     trainer.fit(model, loader)
     return {"world_size": world, "is_global_zero": trainer.is_global_zero, "initial": initial,
             "final": _weights(model), "global_step": trainer.global_step,
-            "callback_metrics": trainer.callback_metrics, "run_dir": str(trainer.run_dir)}
+            "callback_metrics": trainer.callback_metrics, "run_dir": str(trainer.run_dir),
+            # hooks the fit left on the user's parameters (its all-reduce timing must take its own away)
+            "grad_hooks_left": sum(len(p._post_accumulate_grad_hooks or {}) for p in model.parameters())}
 
 
 def scenario_accum(out: Path) -> dict[str, Any]:

@@ -192,6 +192,8 @@ def test_ddp_run_directory_is_written_by_rank_zero_only(runs):
     assert info["backend"] == "torchrun", info
     # Where the time went includes the gradient all-reduce wait DDP could not hide (gloo: measured).
     assert info["insight"]["allreduce_ms"] is not None and info["insight"]["allreduce_ms"] >= 0, info["insight"]
+    # ... measured by hooks on the model's parameters that end with the fit: a re-fit does not pile them up.
+    assert [r["grad_hooks_left"] for r in ddp] == [0, 0]
     assert info["status"] == "completed", info
     assert info["final"]["train_loss_epoch"] == pytest.approx(ddp[0]["callback_metrics"]["train_loss_epoch"])
     lines = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]

@@ -354,8 +354,11 @@ def _bf16(device: torch.device) -> bool:
         return False
 
 
-def time_allreduce(ddp: Any, timer: StepTimer) -> bool:
-    """Measure DDP's exposed gradient all-reduce wait into ``timer`` (gloo only); returns whether it does.
+def time_allreduce(ddp: Any, timer: StepTimer) -> list[Any]:
+    """Measure DDP's exposed gradient all-reduce wait into ``timer`` (gloo only).
+
+    Returns the hooks' handles (none when it cannot measure): remove them when the fit ends, or a
+    later fit of the same model would still run this one's hooks.
 
     DDP overlaps communication with backward: buckets are reduced as their gradients become
     ready, and backward returns once the last bucket's reduction is done. So the time from the
@@ -367,14 +370,12 @@ def time_allreduce(ddp: Any, timer: StepTimer) -> bool:
     nothing cheap can be read: CUDA runs report no all-reduce wait rather than a wrong one.
     """
     if ddp.device_ids:  # NCCL on CUDA (see above)
-        return False
+        return []
     clock = timer.clock
 
     def ready(_param: Any) -> None:
         timer.grads_ready_at = clock()
 
-    for param in ddp.parameters():
-        if param.requires_grad:
-            param.register_post_accumulate_grad_hook(ready)
+    handles = [param.register_post_accumulate_grad_hook(ready) for param in ddp.parameters() if param.requires_grad]
     timer.allreduce_s = 0.0
-    return True
+    return handles

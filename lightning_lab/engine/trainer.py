@@ -176,6 +176,7 @@ class Trainer:
         self._val_loaders: list[Any] = []
         self._forward: Any = None
         self._ddp: nn.Module | None = None
+        self._grad_hooks: list[Any] = []  # time_allreduce's, removed when the fit ends
         self._micro = 0
         self._distributed = self.engine.distributed
         self._plain = False  # set per fit: see _setup_fit
@@ -637,7 +638,7 @@ class Trainer:
         self._timer = StepTimer(setup_of(self, self._train_loader), emit=self._recorder.log_system,
                                 batch_size=lambda: batch_size_of(self._metrics.batch), device=engine.device)
         if self._ddp is not None:
-            time_allreduce(self._ddp, self._timer)
+            self._grad_hooks = time_allreduce(self._ddp, self._timer)
         self.insight = None
         if checkpoint is not None:
             restore_rng_state(checkpoint["rng"])
@@ -687,6 +688,8 @@ class Trainer:
             raise
         finally:
             self._stops.uninstall()
+            while self._grad_hooks:
+                self._grad_hooks.pop().remove()
             late = None
             try:
                 self._checkpoint_writer.wait()  # a background write still running must land first

@@ -109,7 +109,9 @@ def test_a_data_bound_run_says_so_and_names_num_workers(tmp_path):
 
 
 def test_adding_workers_lowers_the_data_share(tmp_path):
-    data = SlowSamples(64, sleep=0.002)  # 8 ms to load a batch, 12 ms to train on it
+    # 8 ms to load a batch, 12 ms to train on it; 64 batches, so that two worker processes started
+    # late on a busy machine (their first batches wait on the fork) weigh little in the whole fit
+    data = SlowSamples(256, sleep=0.002)
     without = train(tmp_path / "a", data, model=Regressor(step_sleep=0.012)).insight
     with_workers = train(tmp_path / "b", data, workers=2, model=Regressor(step_sleep=0.012)).insight
     assert without.shares["data"] > 0.25

@@ -71,14 +71,16 @@ def sigint_deferred() -> Iterator[None]:
     """Hold back Ctrl-C (SIGINT) until the block ends; then it is delivered to the usual handler.
 
     For short sections an interrupt must not tear, such as serialising a checkpoint and handing it
-    to the writer thread. Elsewhere than on the main thread (where signals are not handled) it does
-    nothing.
+    to the writer thread. Elsewhere than on the main thread (where signals are not handled), or when
+    SIGINT's handler was installed outside Python, it does nothing.
     """
-    if threading.current_thread() is not threading.main_thread():
+    previous = signal.getsignal(signal.SIGINT)
+    # Off the main thread signals cannot be handled; a handler installed outside Python could not be put back.
+    if previous is None or threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:

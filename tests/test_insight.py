@@ -112,9 +112,9 @@ def test_a_data_bound_run_says_so_and_names_num_workers(tmp_path):
 
 
 def test_adding_workers_lowers_the_data_share(tmp_path):
-    # In a process of its own, as a user's script: DataLoader workers are forked from it, and forked
-    # from this long-lived test process (a large heap, copied page by page as the workers touch it)
-    # they fall behind for reasons a user's process does not have.
+    # In a process of its own, as a user's script: DataLoader workers are forked from it. Forked from
+    # this long-lived test process they fell behind in a full run of the suite (likely its large heap,
+    # copied page by page as the workers touch it), which a user's process does not have.
     code = f"""
 import json, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})

@@ -413,3 +413,28 @@ def test_resume_from_a_checkpoint_written_during_the_batch_end_hooks(tmp_path, s
     reference = records(full[0].run_dir)
     batch_record = next(i for i, r in enumerate(reference) if r["step"] == step and "train_loss" in r)
     assert records(trainer.run_dir) == reference[batch_record + 1 :]  # pending validation, epoch end, the rest
+
+
+class _AllReduceDuringWhichASignalArrives:
+    """An engine whose all-reduce (the ranks' agreement on a stop) is interrupted by a signal handler."""
+
+    def __init__(self, stops, others: int, reason: str) -> None:
+        self.stops, self.others, self.reason = stops, others, reason
+
+    def all_reduce(self, tensor, op):
+        self.stops.reason = self.stops.reason or self.reason  # SIGUSR1/SIGINT handled on this rank, mid-collective
+        return torch.maximum(tensor, torch.tensor([self.others], dtype=tensor.dtype))
+
+
+def test_a_signal_during_the_ranks_agreement_waits_for_the_next_one():
+    """Under DDP every rank must stop at the same step: a request arriving during the agreement is not one yet."""
+    from lightning_lab.engine.stopping import StopRequests
+
+    stops = StopRequests()
+    # No rank asked when the codes were sent: every rank goes on, this one included.
+    assert stops.agree(_AllReduceDuringWhichASignalArrives(stops, others=0, reason="preempted")) is None
+    # The next agreement carries the request to every rank.
+    assert stops.agree(_AllReduceDuringWhichASignalArrives(stops, others=0, reason="preempted")) == "preempted"
+    # Another rank's request wins over what arrived here late: all ranks stop for the same reason.
+    late = StopRequests()
+    assert late.agree(_AllReduceDuringWhichASignalArrives(late, others=1, reason="preempted")) == "requested"

@@ -23,6 +23,7 @@ import os
 import re
 import sys
 import threading
+import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -520,13 +521,19 @@ def _resolve_devices(devices: int | str | list[int], accelerator: str, env: Clus
     return devices
 
 
-def _leave_process_group() -> None:
-    """Destroy the process group the engine joined while the interpreter is still whole.
+_RELEASE_WAIT_S = 0.1  # at exit, for gloo's threads to release what the last collectives held (see below)
 
-    Left to interpreter shutdown, gloo's C++ threads may release the last reference to a tensor
-    after Python stopped handing out the GIL, and the process dies with SIGABRT ("terminate called
-    without an active exception") after training finished. A program that destroyed the group
-    itself is left alone.
+
+def _leave_process_group() -> None:
+    """Leave the process group the engine joined while the interpreter is still whole (an atexit hook).
+
+    A gloo thread that finished a collective releases its tensors just after the caller was told
+    it is done. A tensor Python has already dropped then needs the GIL to be freed, and a thread
+    that asks for the GIL once the interpreter is shutting down is torn down mid-C++: the process
+    dies with SIGABRT ("terminate called without an active exception") after training finished.
+    Destroying the group does not always stop its threads (a DDP wrapper keeps the gloo backend
+    alive), so the GIL is also let go for a moment here, for any such release to finish now.
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    time.sleep(_RELEASE_WAIT_S)

@@ -53,9 +53,14 @@ class StopRequests:
         """The stop reason all ranks agree on (one small all-reduce): any rank asking stops them all."""
         import torch
 
-        local = self._CODES.get(self.requested(), 1)
-        agreed = int(engine.all_reduce(torch.tensor([local], dtype=torch.int32), op="max").item())
-        if agreed > local:
+        sent = self._CODES.get(self.requested(), 1)
+        agreed = int(engine.all_reduce(torch.tensor([sent], dtype=torch.int32), op="max").item())
+        # Answer from the agreed code alone: a signal handled while the all-reduce ran (its handler
+        # runs as it returns) set self.reason on this rank only. Stopping on it here would leave
+        # the other ranks waiting in the next step's collectives; it counts at the next agreement.
+        if agreed == 0:
+            return None
+        if agreed != sent:
             self.reason = self._REASONS[agreed]
         return self.reason
 

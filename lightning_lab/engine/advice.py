@@ -45,7 +45,7 @@ Rule = Callable[[Mapping[str, float], float | None, Setup], tuple[float, str] | 
 
 
 def data_rule(shares: Mapping[str, float], allreduce: float | None, setup: Setup) -> tuple[float, str] | None:
-    """Data-bound: more loader workers (and pinned memory, persistent workers on CUDA)."""
+    """Data-bound: more loader workers, pinned memory (CUDA), persistent workers; once all are set, cheaper samples."""
     share = shares.get("data", 0.0)
     if share <= DATA_SHARE:
         return None
@@ -53,12 +53,20 @@ def data_rule(shares: Mapping[str, float], allreduce: float | None, setup: Setup
     if setup.num_workers is None:
         return share, (f"{head} Load batches in parallel: use a torch DataLoader with num_workers > 0 "
                        "(and persistent_workers=True).")
-    try_workers = min(max(2, 2 * setup.num_workers), max(setup.cpu_count, 2))
-    changes = [f"num_workers={try_workers} (now {setup.num_workers})"]
-    if setup.device_type == "cuda":
+    workers = setup.num_workers
+    try_workers = min(max(2, 2 * workers), max(setup.cpu_count, 2))
+    changes = []  # only what differs from the setup: never "set x (now x)"
+    if try_workers > workers:
+        changes.append(f"num_workers={try_workers} (now {workers})")
+    if setup.device_type == "cuda" and not setup.pin_memory:
         changes.append(f"pin_memory=True (now {setup.pin_memory})")
-    changes.append(f"persistent_workers=True (now {setup.persistent_workers})")
-    return share, f"{head} In the DataLoader set " + ", ".join(changes) + "."
+    if not setup.persistent_workers:
+        changes.append(f"persistent_workers=True (now {setup.persistent_workers})")
+    if changes:
+        return share, f"{head} In the DataLoader set " + ", ".join(changes) + "."
+    return share, (f"{head} The DataLoader already runs {workers} worker processes on {setup.cpu_count} CPU "
+                   "cores: make each sample cheaper to load (decode, resize or tokenize once before training "
+                   "and cache the result) or load it where it is computed (on the device).")
 
 
 def framework_rule(shares: Mapping[str, float], allreduce: float | None, setup: Setup) -> tuple[float, str] | None:

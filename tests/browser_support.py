@@ -126,6 +126,18 @@ class LabServer:
     def kernels(self) -> list[dict]:
         return self.api("api/kernels")
 
+    def idle_kernel(self) -> dict | None:
+        """The server's only kernel once it is started and idle, else ``None`` (for polling)."""
+        try:
+            kernels = self.kernels()
+        except urllib.error.HTTPError as err:
+            # jupyter_server answers 500 when the kernel list is asked for while a kernel is being
+            # started (its last_activity is not set yet): not started yet, ask again.
+            if err.code == 500:
+                return None
+            raise
+        return kernels[0] if len(kernels) == 1 and kernels[0]["execution_state"] == "idle" else None
+
     def log_tail(self, lines: int = 40) -> str:
         if not self._log.closed:
             self._log.flush()

@@ -101,11 +101,6 @@ def _steps(run_dir: Path) -> int:
     return max(steps, default=0)
 
 
-def _idle_kernel(lab: LabServer) -> dict | None:
-    kernels = lab.kernels()
-    return kernels[0] if len(kernels) == 1 and kernels[0]["execution_state"] == "idle" else None
-
-
 # ---------------------------------------------------------------------------------------------- test
 
 def test_live_widget_renders_and_its_stop_button_stops_a_busy_cell(lab, tmp_path):
@@ -155,7 +150,7 @@ def _drive(page: Page, lab: LabServer, tmp_path: Path, fail, interrupts) -> tupl
     # The notebook is open and its kernel is started and idle.
     try:
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=45_000)
-        kernel = _wait("the notebook's kernel to start", lambda: _idle_kernel(lab), 45, lab, interval=0.25)
+        kernel = _wait("the notebook's kernel to start", lab.idle_kernel, 45, lab, interval=0.25)
         page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=15_000)
         page.locator(".jp-Toolbar-kernelName", has_text="Python 3").first.wait_for(timeout=15_000)
     except PlaywrightError as err:
@@ -227,8 +222,8 @@ def _drive(page: Page, lab: LabServer, tmp_path: Path, fail, interrupts) -> tupl
     except PlaywrightError as err:
         page.screenshot(path=tmp_path / "lab.png")
         raise AssertionError(fail(f"the %%train cell did not finish after Stop: {err}")) from None
-    _wait("the kernel to be idle", lambda: _idle_kernel(lab), 10, lab)
-    assert _idle_kernel(lab)["id"] == kernel["id"], "the kernel was restarted instead of interrupted"
+    _wait("the kernel to be idle", lab.idle_kernel, 10, lab)
+    assert lab.idle_kernel()["id"] == kernel["id"], "the kernel was restarted instead of interrupted"
 
     # Its output keeps the final header, the static curves image and the resume hint.
     outputs = cell.locator(".jp-OutputArea")

@@ -128,7 +128,7 @@ def open_notebook(page: Page, lab: LabServer, name: str, shots: Path, fail: Call
     page.goto(f"{lab.url}lab/tree/{name}?token={TOKEN}")
     try:
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=45_000)
-        wait_for("the notebook's kernel to start", lambda: _idle_kernel(lab), 45, lab, interval=0.25)
+        wait_for("the notebook's kernel to start", lab.idle_kernel, 45, lab, interval=0.25)
         page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=15_000)
     except PlaywrightError as err:
         page.screenshot(path=shots / "lab.png")
@@ -247,11 +247,6 @@ def _drive(page: Page, lab: LabServer, tmp_path: Path, shots: Path, fail) -> Non
     assert "completed" in text and re.search(r"val_loss=\d", text), text
     page.wait_for_timeout(300)
     page.screenshot(path=shots / "runs.png")
-
-
-def _idle_kernel(lab: LabServer) -> dict | None:
-    kernels = lab.kernels()
-    return kernels[0] if len(kernels) == 1 and kernels[0]["execution_state"] == "idle" else None
 
 
 def test_stop_button_in_the_runs_sidebar_stops_a_live_run(lab, tmp_path):
